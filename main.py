@@ -1,0 +1,113 @@
+"""hf-lightning: fine-tune Hugging Face transformers for text classification from one YAML file.
+
+python main.py fit --config configs/bert.yaml
+python main.py test --config configs/bert.yaml --ckpt_path best
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from modules.checkpoints import checkpoint_search_root, find_checkpoint, run_version
+from modules.data import HFDataModule
+from modules.errors import HFLightningError
+from modules.export import HFExport, write_model_card
+from modules.model import TransformerModule
+from modules.predictions import PredictionWriter
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """Save the resolved config in the run folder: `config.yaml` for fit, `config_<command>.yaml` for the others."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            self.config_filename = f"config_{trainer.state.fn.value}.yaml"
+        super().setup(trainer, pl_module, stage)
+
+
+class HFLightningCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # One home per value: the tokenizer and length limit follow the model being fine-tuned.
+        parser.link_arguments("model.model_name_or_path", "data.model_name_or_path")
+        parser.add_lightning_class_args(HFExport, "export")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+    def _parse_ckpt_path(self) -> None:
+        # `--ckpt_path best|last` in a separate command: find the file of this config's most recent fit run.
+        subcommand = self.config.get("subcommand")
+        self._run_version = None
+        if subcommand:
+            config = self.config[subcommand]
+            if config.get("ckpt_path") in ("best", "last"):
+                root = checkpoint_search_root(config.trainer.as_dict())
+                path = find_checkpoint(config.ckpt_path, root)
+                print(f"--ckpt_path {config.ckpt_path} -> {path}")
+                config.ckpt_path = str(path)
+                self._run_version = run_version(path)
+            elif config.get("ckpt_path") and not Path(config.ckpt_path).is_file():
+                raise HFLightningError(f"--ckpt_path {config.ckpt_path}: no such file (or use best / last).")
+        super()._parse_ckpt_path()
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        if self.subcommand is None:
+            return
+        self.datamodule.check_sources()  # a clear error now, before any download or tokenization
+        if self._run_version is not None:
+            # Later commands on a run's checkpoint write their outputs into that run's folder.
+            for logger in self.trainer.loggers:
+                if hasattr(logger, "_version"):
+                    logger._version = self._run_version
+
+    def after_fit(self) -> None:
+        callback = self.trainer.checkpoint_callback
+        if self.trainer.is_global_zero and callback and callback.best_model_path:
+            print(f"Best checkpoint: {callback.best_model_path} ({callback.monitor} = {callback.best_model_score:.4f})")
+
+    def _write_metrics(self, stage: str) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if not k.startswith("train_")}
+        record = {"ckpt_path": self.trainer.ckpt_path, "metrics": metrics}
+        path = run_dir / f"{stage}_metrics.json"
+        path.write_text(json.dumps(record, indent=2))
+        print(f"Wrote {stage} metrics to {path}")
+        export_dir = run_dir / self.config[self.subcommand].export.dirname
+        if (export_dir / "config.json").is_file():
+            write_model_card(export_dir, run_dir)  # the card gains the test metrics
+
+    def after_validate(self) -> None:
+        self._write_metrics("validate")
+
+    def after_test(self) -> None:
+        self._write_metrics("test")
+
+
+def cli_main(args: list[str] | None = None) -> HFLightningCLI:
+    """Run the CLI; `args` lets tests drive it in-process (None reads `sys.argv`)."""
+    return HFLightningCLI(
+        TransformerModule,
+        HFDataModule,
+        save_config_callback=SaveRunConfig,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"default_env": True},
+        args=args,
+    )
+
+
+def main() -> None:
+    """Console entry point: bad input prints one `error:` line and exits with status 2."""
+    try:
+        cli_main()
+    except HFLightningError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

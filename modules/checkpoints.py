@@ -1,0 +1,78 @@
+"""Find the best or last checkpoint of the most recent `fit` of a config, so a later command can use it."""
+
+import re
+from pathlib import Path
+
+import torch
+
+from modules.errors import HFLightningError
+
+
+def checkpoint_search_root(trainer_config: dict) -> Path:
+    """The folder a config's checkpoints land under: a ModelCheckpoint `dirpath`, else the logger's run root."""
+    for callback in _as_list(trainer_config.get("callbacks")):
+        if isinstance(callback, dict) and "ModelCheckpoint" in str(callback.get("class_path", "")):
+            dirpath = (callback.get("init_args") or {}).get("dirpath")
+            if dirpath:
+                return Path(dirpath)
+    root = Path(trainer_config.get("default_root_dir") or ".")
+    for logger in _as_list(trainer_config.get("logger")):
+        if isinstance(logger, dict):
+            init_args = logger.get("init_args") or {}
+            save_dir = init_args.get("save_dir") or init_args.get("root_dir") or root
+            name = init_args.get("name", "lightning_logs")
+            return Path(save_dir) / (name or "")
+    return root / "lightning_logs"
+
+
+def find_checkpoint(which: str, root: Path) -> Path:
+    """Resolve `best` or `last` to a file under `root`, from the run whose `last*.ckpt` was written most recently."""
+    candidates = sorted(root.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    candidates = candidates or sorted(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not candidates:
+        raise HFLightningError(
+            f"--ckpt_path {which}: no checkpoint found under {root}/. Run `fit` with this config first, "
+            "or pass the checkpoint's path."
+        )
+    newest = candidates[0]
+    if which == "last":
+        return newest
+    best = best_model_path(newest)
+    if best is None or not Path(best).is_file():
+        raise HFLightningError(
+            f"--ckpt_path best: {newest} records no best checkpoint (ModelCheckpoint with a `monitor` saves one); "
+            "pass --ckpt_path last or a path."
+        )
+    return Path(best)
+
+
+def best_model_path(checkpoint: Path) -> str | None:
+    """The `best_model_path` a ModelCheckpoint recorded in `checkpoint` (memory-mapped: weights are not read)."""
+    state = load_checkpoint(checkpoint, mmap=True)
+    for key, value in state.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+            return value["best_model_path"]
+    return None
+
+
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """`torch.load` a Lightning checkpoint safely (`weights_only`), with a one-line error for a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise HFLightningError(f"checkpoint {path} does not exist: check --ckpt_path.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as error:  # truncated zip, not a checkpoint, unsafe pickle: all unusable the same way
+        raise HFLightningError(f"checkpoint {path} is corrupt or not a checkpoint ({type(error).__name__}).") from None
+
+
+def run_version(checkpoint: Path) -> int | None:
+    """N when `checkpoint` lies in `.../version_N/checkpoints/`, so later commands log into that run's folder."""
+    match = re.fullmatch(r"version_(\d+)", checkpoint.parent.parent.name)
+    return int(match.group(1)) if match and checkpoint.parent.name == "checkpoints" else None
+
+
+def _as_list(value: object) -> list:
+    if value is None or isinstance(value, bool):
+        return []
+    return value if isinstance(value, list) else [value]

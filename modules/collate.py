@@ -1,0 +1,55 @@
+"""Dynamic padding: each batch is padded to its own longest row, not to `max_length`."""
+
+import torch
+
+# Padding value per tokenizer output; keys not listed here are not model inputs and are dropped.
+_PAD_VALUES = {"input_ids": None, "attention_mask": 0, "token_type_ids": None}
+
+
+class PaddingCollator:
+    """Stack tokenized rows into tensors, padding each batch to its longest row.
+
+    Rows hold the tokenizer's outputs (`input_ids`, `attention_mask`, optionally `token_type_ids`), an `index`
+    (position in the split, so predictions can be put back in input order) and usually `labels`.
+
+    Args:
+        pad_token_id: Value that pads `input_ids`.
+        pad_token_type_id: Value that pads `token_type_ids`.
+        padding_side: "right" (BERT-style encoders) or "left" (tokenizers of decoder models that ask for it).
+        pad_to_multiple_of: Round the padded length up to this multiple (8 helps GPU tensor cores); None for exact.
+        label_dtype: `torch.long` for class ids, `torch.float` for regression and multi-label targets.
+    """
+
+    def __init__(
+        self,
+        pad_token_id: int,
+        pad_token_type_id: int = 0,
+        padding_side: str = "right",
+        pad_to_multiple_of: int | None = None,
+        label_dtype: torch.dtype = torch.long,
+    ) -> None:
+        self.pad_values = {**_PAD_VALUES, "input_ids": pad_token_id, "token_type_ids": pad_token_type_id}
+        self.padding_side = padding_side
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.label_dtype = label_dtype
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(len(row["input_ids"]) for row in rows)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch: dict[str, torch.Tensor] = {}
+        for key, pad in self.pad_values.items():
+            if key not in rows[0]:
+                continue
+            out = torch.full((len(rows), length), pad, dtype=torch.long)  # (batch, padded length)
+            for i, row in enumerate(rows):
+                values = torch.as_tensor(row[key], dtype=torch.long)
+                if self.padding_side == "left":
+                    out[i, length - len(values) :] = values
+                else:
+                    out[i, : len(values)] = values
+            batch[key] = out
+        batch["index"] = torch.tensor([row["index"] for row in rows], dtype=torch.long)
+        if "labels" in rows[0] and rows[0]["labels"] is not None:
+            batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=self.label_dtype)
+        return batch

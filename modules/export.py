@@ -1,0 +1,169 @@
+"""Export a checkpoint in Hugging Face format (config with label names, safetensors, tokenizer, model card).
+
+After the fact: `python -m modules.export CHECKPOINT OUTPUT_DIR`. The folder then loads with
+`pipeline("text-classification", model=OUTPUT_DIR)` or `AutoModelForSequenceClassification.from_pretrained`.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from transformers import AutoTokenizer
+
+from modules.checkpoints import load_checkpoint
+from modules.model import model_from_config
+
+
+def export_checkpoint(
+    checkpoint_path: str | Path, output_dir: str | Path, tokenizer_name_or_path: str | None = None
+) -> Path:
+    """Write the Hugging Face model and tokenizer of a Lightning checkpoint to `output_dir`; returns it."""
+    state = load_checkpoint(checkpoint_path)
+    model = model_from_config(state["hf_config"])
+    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    data_state = state.get("HFDataModule", {})
+    name = (
+        tokenizer_name_or_path
+        or data_state.get("tokenizer_name_or_path")
+        or state["hyper_parameters"]["model_name_or_path"]
+    )
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def write_model_card(output_dir: Path, run_dir: Path) -> None:
+    """README.md for the export: base model, data, config, metrics, training time and hardware, how to load it."""
+    summary = _read_json(run_dir / "fit_summary.json")
+    test = _read_json(run_dir / "test_metrics.json")
+    config_path = run_dir / "config.yaml"
+    config = config_path.read_text() if config_path.is_file() else "(not saved)"
+    hf_config = json.loads((output_dir / "config.json").read_text())
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-classification",
+        "---",
+        f"# Fine-tuned {summary.get('base_model', hf_config.get('_name_or_path', 'model'))}",
+        "",
+        f"- Base model: `{summary.get('base_model')}`",
+        f"- Dataset: `{summary.get('dataset')}`",
+        f"- Task: {hf_config.get('problem_type')}, labels: {list(hf_config.get('id2label', {}).values())}",
+        f"- Best checkpoint: `{summary.get('best_checkpoint')}`",
+        f"- Selected by: {summary.get('monitor')} = {summary.get('best_score')}",
+        f"- Training time: {summary.get('train_seconds', 0):.0f} s on {summary.get('hardware')}",
+        "",
+        "## Metrics",
+        "",
+        "| split | metric | value |",
+        "|---|---|---|",
+    ]
+    for split, metrics in (
+        ("validation (last epoch)", summary.get("val_metrics", {})),
+        ("test", test.get("metrics", {})),
+    ):
+        lines += [f"| {split} | {k} | {v:.4f} |" for k, v in metrics.items()]
+    if not test:
+        lines.append("| test | - | run `python main.py test --config ... --ckpt_path best` to add it |")
+    lines += [
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        f'classifier = pipeline("text-classification", model="{output_dir}")',
+        'classifier("a gripping, beautifully acted film")',
+        "```",
+        "",
+        "## Training config (hf-lightning)",
+        "",
+        "```yaml",
+        config.strip(),
+        "```",
+        "",
+    ]
+    (output_dir / "README.md").write_text("\n".join(lines))
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+class HFExport(Callback):
+    """At the end of `fit`, record the run in `fit_summary.json` and export the best checkpoint (else the last) in
+    Hugging Face format, with a model card, to `<run folder>/<dirname>`.
+
+    Args:
+        enabled: Export at the end of fit (the summary is written either way).
+        dirname: Folder name inside the run folder.
+    """
+
+    def __init__(self, enabled: bool = True, dirname: str = "hf_model") -> None:
+        self.enabled = enabled
+        self.dirname = dirname
+        self._start = 0.0
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        callback = trainer.checkpoint_callback
+        checkpoint = (callback.best_model_path or callback.last_model_path) if callback else ""
+        if trainer.is_global_zero:
+            run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            datamodule = trainer.datamodule
+            summary = {
+                "base_model": pl_module.hparams.model_name_or_path,
+                "dataset": datamodule.dataset or datamodule.data_files,
+                "best_checkpoint": checkpoint,
+                "monitor": callback.monitor if callback else None,
+                "best_score": float(callback.best_model_score)
+                if callback and callback.best_model_score is not None
+                else None,
+                "val_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")},
+                "train_seconds": time.perf_counter() - self._start,
+                "hardware": hardware(),
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+            }
+            (run_dir / "fit_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            if self.enabled and checkpoint and not trainer.interrupted:
+                output_dir = export_checkpoint(checkpoint, run_dir / self.dirname, datamodule.tokenizer_name_or_path)
+                write_model_card(output_dir, run_dir)
+                print(f"Exported {checkpoint} in Hugging Face format to {output_dir}")
+        trainer.strategy.barrier()
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="Lightning .ckpt written by `python main.py fit`")
+    parser.add_argument("output_dir", help="folder to write the Hugging Face model, tokenizer and model card to")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer name or folder (default: the one the checkpoint was trained with)"
+    )
+    parsed = parser.parse_args(args)
+    output_dir = export_checkpoint(parsed.checkpoint, parsed.output_dir, parsed.tokenizer)
+    checkpoint = Path(parsed.checkpoint)
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    write_model_card(output_dir, run_dir)
+    print(f"Exported {parsed.checkpoint} to {output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""TransformerModule: a Hugging Face sequence classifier with the loss, metrics and schedule of a careful fine-tune."""
+
+import inspect
+import re
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torchmetrics import MeanMetric
+from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from modules.errors import HFLightningError
+from modules.hub import check_model_source
+from modules.labels import PROBLEM_TYPES, TASKS, LabelSpec
+from modules.metrics import build_metrics, check_monitors
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class TransformerModule(LightningModule):
+    """Fine-tune a Hugging Face sequence classifier: single-label, multi-label or regression.
+
+    The Hugging Face model is built in `configure_model`, once the data has told the task and the label names, so
+    `num_labels`, `id2label` and `label2id` are never typed by the user. Checkpoints carry the model's config, so
+    `load_from_checkpoint` rebuilds the model without downloading anything.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = "bert-base-uncased",
+        learning_rate: float = 2e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        class_weights: Literal["none", "balanced"] | list[float] = "none",
+        threshold: float = 0.5,
+        compile: bool = False,
+        gradient_checkpointing: bool = False,
+        problem_type: Literal["single_label_classification", "multi_label_classification", "regression"] | None = None,
+        label_names: list[str] | None = None,
+    ) -> None:
+        """
+        Args:
+            model_name_or_path: Hub model name or local folder (from `save_pretrained`) to fine-tune.
+            learning_rate: Peak AdamW learning rate. 2e-5..5e-5 suits base-size encoders; tiny models take more.
+            weight_decay: AdamW weight decay, not applied to biases and LayerNorm weights.
+            warmup_ratio: Fraction of all optimizer steps spent warming the learning rate up linearly from 0; it then
+                decays linearly to 0 at the last step.
+            class_weights: Loss weights against class imbalance: `none`; `balanced` (n_rows / (n_classes * rows of
+                the class), from the train split; for multi-label, each label's negatives/positives as BCE
+                `pos_weight`); or one weight per class. Use `balanced` when a rare class matters (its recall is
+                what suffers) and accuracy on the majority may drop a little.
+            threshold: Probability above which a label counts as predicted (multi-label metrics).
+            compile: `torch.compile` the model. Pays off on GPUs for long runs; costs a minute of compilation.
+            gradient_checkpointing: Recompute activations in the backward pass: ~30% slower steps, much less
+                memory, for large models or long inputs.
+            problem_type: Set from the data (`--data.task`); stored so checkpoints reload on their own.
+            label_names: Set from the data; stored so checkpoints and exports keep the label names.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.model: PreTrainedModel | None = None
+        self._input_names: tuple[str, ...] = ()
+
+    @property
+    def task(self) -> str | None:
+        """`single_label`, `multi_label` or `regression` (None until the data or a checkpoint has told)."""
+        return TASKS.get(self.hparams.problem_type)
+
+    # --------------------------------------------------------------------------------------------- building
+    def label_spec(self) -> LabelSpec:
+        """The task and label names: from the data when it has a train split, else from the checkpoint."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        from_data = getattr(datamodule, "label_spec", None)
+        stored = self.task and self.hparams.label_names
+        if from_data is not None and stored:
+            if (from_data.task, list(from_data.names)) != (self.task, list(self.hparams.label_names)):
+                raise HFLightningError(
+                    f"the checkpoint was trained for {self.task} with labels {self.hparams.label_names}, "
+                    f"but the data gives {from_data.task} with labels {list(from_data.names)}. Use the data it was "
+                    "trained on, or start a new fit."
+                )
+        if from_data is not None:
+            return from_data
+        if stored:
+            return LabelSpec(self.task, tuple(self.hparams.label_names))
+        raise HFLightningError("no labels: the data has no train split and no checkpoint gave label names.")
+
+    def setup(self, stage: str) -> None:
+        spec = self.label_spec()
+        self.hparams.problem_type, self.hparams.label_names = PROBLEM_TYPES[spec.task], list(spec.names)
+        if stage == "fit":
+            check_monitors(self.trainer.callbacks, spec.task)
+
+    def configure_model(self) -> None:
+        if self._trainer is None:
+            return  # standalone `load_from_checkpoint`: `on_load_checkpoint` builds the model from its config
+        spec = self.label_spec()
+        if self.model is None:
+            self._set_model(self._build(spec, from_checkpoint=self.trainer.ckpt_path is not None))
+        if not hasattr(self, "val_metrics"):
+            self._build_metrics(spec)
+
+    def _build(self, spec: LabelSpec, from_checkpoint: bool) -> PreTrainedModel:
+        if spec.task == "single_label" and spec.num_labels < 2:
+            raise HFLightningError(f"single-label training needs at least 2 labels; the train split has {spec.names}.")
+        name = self.hparams.model_name_or_path
+        check_model_source(name, "--model.model_name_or_path")
+        labels = {
+            "num_labels": spec.num_labels,
+            "id2label": dict(enumerate(spec.names)),
+            "label2id": {n: i for i, n in enumerate(spec.names)},
+            "problem_type": PROBLEM_TYPES[spec.task],
+        }
+        if from_checkpoint:  # the weights come from the checkpoint: build the architecture only
+            model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(name, **labels))
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(name, ignore_mismatched_sizes=True, **labels)
+        model.train()  # from_pretrained returns eval mode, and Lightning does not switch it back: dropout would be off
+        tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        if model.config.pad_token_id is None:
+            # Decoder-only classifiers find each row's last real token through the pad id.
+            model.config.pad_token_id = tokenizer.pad_token_id if tokenizer else model.config.eos_token_id
+        return model
+
+    def _set_model(self, model: PreTrainedModel) -> None:
+        self.model = model
+        accepted = inspect.signature(model.forward).parameters
+        self._input_names = tuple(k for k in _MODEL_INPUTS if k in accepted)
+        if self.hparams.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.hparams.compile:
+            model.compile()  # in place: parameter names (and checkpoint keys) stay free of `_orig_mod.`
+
+    def _build_metrics(self, spec: LabelSpec) -> None:
+        threshold = self.hparams.threshold
+        self.val_metrics = build_metrics(spec.task, spec.num_labels, threshold)
+        self.test_metrics = build_metrics(spec.task, spec.num_labels, threshold, per_class=True)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.register_buffer("loss_weights", self._loss_weights(spec), persistent=False)
+
+    def _loss_weights(self, spec: LabelSpec) -> torch.Tensor | None:
+        weights = self.hparams.class_weights
+        if weights == "none":
+            return None
+        if spec.task == "regression":
+            raise HFLightningError("--model.class_weights applies to classification; set it to none for regression.")
+        if weights == "balanced":
+            counts = getattr(self.trainer.datamodule, "label_counts", None) if self._trainer else None
+            if not counts:
+                raise HFLightningError("--model.class_weights balanced needs a train split to count labels in.")
+            counts = torch.tensor(counts).clamp(min=1)
+            if spec.task == "multi_label":
+                total = len(self.trainer.datamodule.datasets["train"])
+                return (total - counts).clamp(min=1) / counts  # BCE pos_weight: negatives per positive
+            return counts.sum() / (len(counts) * counts)
+        if len(weights) != spec.num_labels:
+            raise HFLightningError(
+                f"--model.class_weights has {len(weights)} values but there are {spec.num_labels} labels "
+                f"{list(spec.names)}."
+            )
+        return torch.tensor(weights, dtype=torch.float)
+
+    # ---------------------------------------------------------------------------------------------- steps
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of shape (batch, num_labels) from the inputs this model's `forward` accepts."""
+        return self.model(**{k: batch[k] for k in self._input_names if k in batch}).logits
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        task = self.task
+        if task == "regression":
+            return F.mse_loss(logits.squeeze(-1), labels)
+        if task == "multi_label":
+            return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.loss_weights)
+        return F.cross_entropy(logits, labels, weight=self.loss_weights)
+
+    def _outputs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (single-label softmax, multi-label sigmoid) or the predicted value (regression)."""
+        logits = logits.float()
+        task = self.task
+        if task == "regression":
+            return logits.squeeze(-1)
+        return torch.sigmoid(logits) if task == "multi_label" else torch.softmax(logits, dim=-1)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(self(batch), batch["labels"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], loss_metric: MeanMetric, metrics) -> None:
+        logits = self(batch)
+        loss_metric.update(self._loss(logits, batch["labels"]), weight=len(batch["input_ids"]))
+        metrics.update(self._outputs(logits), batch["labels"].long() if self.task == "multi_label" else batch["labels"])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_loss, self.val_metrics)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_loss, self.test_metrics)
+
+    def _log_epoch(self, prefix: str, loss_metric: MeanMetric, metrics) -> None:
+        # torchmetrics has already reduced across processes, so every rank logs the same numbers.
+        values = {f"{prefix}_loss": loss_metric.compute()}
+        for name, value in metrics.compute().items():
+            if value.ndim == 0:
+                values[f"{prefix}_{name}"] = value
+            else:  # per-class vector: one scalar per label name
+                for label, v in zip(self.hparams.label_names, value):
+                    values[f"{prefix}_{name}_{re.sub(r'[^0-9A-Za-z]+', '_', str(label))}"] = v
+        self.log_dict(values, prog_bar=prefix == "val", sync_dist=False)
+        loss_metric.reset()
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val", self.val_loss, self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", self.test_loss, self.test_metrics)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"index": batch["index"].cpu(), "outputs": self._outputs(self(batch)).cpu()}
+
+    # ------------------------------------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> dict:
+        decay, no_decay = [], []
+        for parameter in self.parameters():
+            if parameter.requires_grad:
+                # Biases and LayerNorm weights are the 1-D parameters; decaying them hurts fine-tuning.
+                (no_decay if parameter.ndim < 2 else decay).append(parameter)
+        groups = [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        device = next(self.parameters()).device.type
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.learning_rate, fused=device in ("cuda", "cpu"))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(total * self.hparams.warmup_ratio)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -------------------------------------------------------------------------------------- checkpointing
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["hf_config"] = self.model.config.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.model is None:
+            self._set_model(model_from_config(checkpoint["hf_config"]))
+
+
+def model_from_config(config: dict) -> PreTrainedModel:
+    """An untrained model of the architecture and labels a checkpoint's `hf_config` describes (no download)."""
+    values = dict(config)
+    config_class = CONFIG_MAPPING[values.pop("model_type")]
+    return AutoModelForSequenceClassification.from_config(config_class.from_dict(values))
