@@ -10,8 +10,9 @@ from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from modules.checkpoints import checkpoint_search_root, find_checkpoint, run_version
+from modules.checkpoints import checkpoint_search_root, find_checkpoint, run_folder, run_version
 from modules.data import HFDataModule
 from modules.errors import HFLightningError
 from modules.export import HFExport, write_model_card
@@ -57,10 +58,16 @@ class HFLightningCLI(LightningCLI):
             return
         self.datamodule.check_sources()  # a clear error now, before any download or tokenization
         if self._run_version is not None:
-            # Later commands on a run's checkpoint write their outputs into that run's folder.
+            # TensorBoard appends safely: a later command on a run's checkpoint logs into that run's folder.
+            # (CSVLogger would overwrite the run's metrics.csv, so it keeps its own new version.)
             for logger in self.trainer.loggers:
-                if hasattr(logger, "_version"):
+                if isinstance(logger, TensorBoardLogger):
                     logger._version = self._run_version
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # With --ckpt_path the checkpoint supplies the weights: skip loading the pretrained ones first.
+        self.model.weights_from_checkpoint = bool(self.config[subcommand].get("ckpt_path"))
+        super()._run_subcommand(subcommand)
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
@@ -68,9 +75,9 @@ class HFLightningCLI(LightningCLI):
             print(f"Best checkpoint: {callback.best_model_path} ({callback.monitor} = {callback.best_model_score:.4f})")
 
     def _write_metrics(self, stage: str) -> None:
+        run_dir = run_folder(self.trainer)  # on every rank: `trainer.log_dir` is a collective under DDP
         if not self.trainer.is_global_zero:
             return
-        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if not k.startswith("train_")}
         record = {"ckpt_path": self.trainer.ckpt_path, "metrics": metrics}

@@ -72,6 +72,19 @@ def run_version(checkpoint: Path) -> int | None:
     return int(match.group(1)) if match and checkpoint.parent.name == "checkpoints" else None
 
 
+def run_folder(trainer) -> Path:
+    """Where a command's outputs go: the folder of the run whose checkpoint it loaded, else its own log folder.
+
+    Call it on every rank: under DDP `trainer.log_dir` broadcasts from rank 0.
+    """
+    log_dir = trainer.log_dir
+    if trainer.ckpt_path:
+        checkpoint = Path(trainer.ckpt_path)
+        if checkpoint.parent.name == "checkpoints":
+            return checkpoint.parent.parent
+    return Path(log_dir or trainer.default_root_dir)
+
+
 def _as_list(value: object) -> list:
     if value is None or isinstance(value, bool):
         return []

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -230,6 +231,13 @@ class HFDataModule(LightningDataModule):
         except DatasetGenerationError as error:
             cause = error.__cause__ or error.__context__ or error
             raise HFLightningError(f"could not parse {_describe(files)}: {cause}".strip()) from None
+        except ValueError as error:
+            empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(error))
+            if empty:
+                raise HFLightningError(
+                    f"the {empty.group(1)} split is empty: check its file in --data.data_files."
+                ) from None
+            raise
 
     def _load_raw(self) -> DatasetDict:
         data_files = self._expand_folders(self.data_files) if self.data_files is not None else None

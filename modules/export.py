@@ -124,8 +124,8 @@ class HFExport(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         callback = trainer.checkpoint_callback
         checkpoint = (callback.best_model_path or callback.last_model_path) if callback else ""
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # on every rank: `log_dir` is a collective
         if trainer.is_global_zero:
-            run_dir = Path(trainer.log_dir or trainer.default_root_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             datamodule = trainer.datamodule
             summary = {

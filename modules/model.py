@@ -62,6 +62,8 @@ class TransformerModule(LightningModule):
         self.save_hyperparameters()
         self.model: PreTrainedModel | None = None
         self._input_names: tuple[str, ...] = ()
+        # The CLI sets this when `--ckpt_path` will overwrite the weights: then only the architecture is built.
+        self.weights_from_checkpoint = False
 
     @property
     def task(self) -> str | None:
@@ -98,7 +100,7 @@ class TransformerModule(LightningModule):
             return  # standalone `load_from_checkpoint`: `on_load_checkpoint` builds the model from its config
         spec = self.label_spec()
         if self.model is None:
-            self._set_model(self._build(spec, from_checkpoint=self.trainer.ckpt_path is not None))
+            self._set_model(self._build(spec, from_checkpoint=self.weights_from_checkpoint))
         if not hasattr(self, "val_metrics"):
             self._build_metrics(spec)
 
@@ -201,7 +203,7 @@ class TransformerModule(LightningModule):
         self._eval_step(batch, self.test_loss, self.test_metrics)
 
     def _log_epoch(self, prefix: str, loss_metric: MeanMetric, metrics) -> None:
-        # torchmetrics has already reduced across processes, so every rank logs the same numbers.
+        # torchmetrics has already reduced across processes (every row counted once), so all ranks agree.
         values = {f"{prefix}_loss": loss_metric.compute()}
         for name, value in metrics.compute().items():
             if value.ndim == 0:
@@ -209,7 +211,7 @@ class TransformerModule(LightningModule):
             else:  # per-class vector: one scalar per label name
                 for label, v in zip(self.hparams.label_names, value):
                     values[f"{prefix}_{name}_{re.sub(r'[^0-9A-Za-z]+', '_', str(label))}"] = v
-        self.log_dict(values, prog_bar=prefix == "val", sync_dist=False)
+        self.log_dict(values, prog_bar=prefix == "val", sync_dist=True)  # equal on all ranks: a no-op mean
         loss_metric.reset()
         metrics.reset()
 

@@ -9,6 +9,7 @@ import torch.distributed as dist
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from modules.checkpoints import run_folder
 from modules.labels import TASKS
 
 
@@ -27,6 +28,7 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: list, batch_indices
     ) -> None:
+        default_path = run_folder(trainer) / "predictions.jsonl"  # on every rank: `log_dir` is a collective
         outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         index = torch.cat([o["index"] for o in outputs]) if outputs else torch.empty(0, dtype=torch.long)
         values = torch.cat([o["outputs"] for o in outputs]) if outputs else torch.empty(0)
@@ -43,7 +45,7 @@ class PredictionWriter(BasePredictionWriter):
         raw = trainer.datamodule.predict_raw
         if index.tolist() != list(range(len(raw))):
             raise RuntimeError(f"predictions cover rows {len(index)} of {len(raw)}: some rows are missing or repeated.")
-        path = Path(self.output_path or Path(trainer.log_dir or trainer.default_root_dir) / "predictions.jsonl")
+        path = Path(self.output_path or default_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = self._rows(trainer.datamodule, pl_module.hparams, raw, values)
         if path.suffix == ".csv":

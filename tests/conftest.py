@@ -1,0 +1,51 @@
+"""Fixtures: a tiny BERT and tokenizer built from a config, data files written per test, and a CLI runner."""
+
+import json
+import os
+from pathlib import Path
+
+# Tests never touch the network. Set before transformers/datasets are imported: huggingface_hub reads it at import.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import pytest
+from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+from modules.demo import reviews, write_reviews, write_tiny_bert
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 BERT with a WordPiece vocabulary of the fixture words, saved with `save_pretrained`."""
+    return write_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tiny_model, tmp_path_factory) -> Path:
+    """A DistilBERT-style model (its forward takes no `token_type_ids`) sharing the tiny BERT's tokenizer."""
+    folder = tmp_path_factory.mktemp("models") / "tiny-distilbert"
+    vocab_size = json.loads((tiny_model / "config.json").read_text())["vocab_size"]
+    config = DistilBertConfig(
+        vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128
+    )
+    DistilBertForSequenceClassification(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((tiny_model / name).read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reviews_dir(tmp_path_factory) -> Path:
+    """A learnable sentiment dataset in Hub layout (parquet, `neg`/`pos` ClassLabel): 400/100/100 rows."""
+    return write_reviews(tmp_path_factory.mktemp("data") / "reviews", {"train": 400, "validation": 100, "test": 100})
+
+
+@pytest.fixture
+def review_rows():
+    """Rows of the learnable review data as a list of dicts, for tests that write their own files."""
+
+    def make(n: int, seed: int = 0) -> list[dict]:
+        data = reviews(n, seed)
+        return [dict(zip(data, values)) for values in zip(*data.values())]
+
+    return make

@@ -1,0 +1,87 @@
+"""The CLI as users run it: print_config, shipped configs, fit then test on the best checkpoint, DDP."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import ROOT, epoch_metrics, read_metrics, run_dir, run_subprocess, write_base_config
+
+from main import cli_main
+
+
+def test_print_config_round_trip(tmp_path, tiny_model, reviews_dir, capsys):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(base), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    template = yaml.safe_load(printed)
+    # A complete template: every section and the arguments users set most.
+    assert {"trainer", "model", "data", "seed_everything", "ckpt_path"} <= set(template)
+    assert template["model"]["learning_rate"] == 3e-3 and template["data"]["text_column"] == "text"
+    assert "model_name_or_path" not in template["data"]  # linked from --model.model_name_or_path: one home
+    config = tmp_path / "printed.yaml"
+    config.write_text(printed)
+    cli_main(["fit", "--config", str(config), "--trainer.max_epochs", "1"])
+    assert (run_dir(tmp_path) / "checkpoints" / "last.ckpt").is_file()
+    assert yaml.safe_load((run_dir(tmp_path) / "config.yaml").read_text())["model"]["learning_rate"] == 3e-3
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_shipped_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["model_name_or_path"]
+
+
+def test_fit_then_test_best_checkpoint_in_separate_commands(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 3})
+    cli_main(["fit", "--config", str(base)])
+    val_loss = epoch_metrics(tmp_path, "val_loss")
+    assert val_loss[-1] < val_loss[0] < 0.75  # loss falls on learnable data
+    assert (run_dir(tmp_path) / "config.yaml").is_file()
+    # A later, separate command finds this run's best checkpoint and logs into its folder.
+    cli_main(["test", "--config", str(base), "--ckpt_path", "best"])
+    metrics = read_metrics(run_dir(tmp_path) / "test_metrics.json")
+    assert metrics["test_acc"] > 0.8 and metrics["test_f1"] > 0.8  # chance is 0.5
+    assert {"test_loss", "test_precision_neg", "test_recall_pos"} <= set(metrics)
+    best = Path(json.loads((run_dir(tmp_path) / "test_metrics.json").read_text())["ckpt_path"])
+    assert best.parent == run_dir(tmp_path) / "checkpoints" and best.name != "last.ckpt"
+    assert len(epoch_metrics(tmp_path, "val_loss")) == len(val_loss)  # the fit's metrics.csv is untouched
+    # Re-running fit in the same folder does not crash on the saved config.
+    cli_main(["fit", "--config", str(base), "--trainer.max_epochs", "1"])
+    assert (run_dir(tmp_path, 2) / "config.yaml").is_file()
+
+
+def test_model_without_token_type_ids(tmp_path, tiny_distilbert, reviews_dir):
+    base = write_base_config(tmp_path, tiny_distilbert, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 4})
+    cli = cli_main(["fit", "--config", str(base)])
+    assert cli.model._input_names == ("input_ids", "attention_mask")
+    assert "token_type_ids" in cli.datamodule.datasets["train"].column_names  # the tokenizer makes them; dropped
+    assert epoch_metrics(tmp_path, "val_acc")[-1] > 0.6
+
+
+def test_labels_reach_the_model_config(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
+    cli = cli_main(["fit", "--config", str(base)])
+    config = cli.model.model.config
+    assert config.id2label == {0: "neg", 1: "pos"} and config.label2id == {"neg": 0, "pos": 1}
+    assert config.num_labels == 2 and config.problem_type == "single_label_classification"
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir), "batch_size": 8})
+    args = ["--config", str(base), "--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    fit = run_subprocess(["fit", *args], timeout=300)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    # One run: one logger version, one config, one checkpoint set.
+    assert [p.name for p in (tmp_path / "logs" / "run").iterdir()] == ["version_0"]
+    assert sorted(p.name for p in (run_dir(tmp_path) / "checkpoints").iterdir())[-1] == "last.ckpt"
+    assert len(list((run_dir(tmp_path) / "checkpoints").iterdir())) == 2
+    assert (run_dir(tmp_path) / "config.yaml").is_file()
+    test = run_subprocess(["test", *args, "--ckpt_path", "best"], timeout=300)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert read_metrics(run_dir(tmp_path) / "test_metrics.json")["test_acc"] > 0.8

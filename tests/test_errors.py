@@ -1,0 +1,137 @@
+"""Bad input fails fast with one clear message that names the problem and the fix."""
+
+import json
+
+import pandas as pd
+import pytest
+from helpers import run_subprocess, write_base_config
+
+from main import cli_main
+from modules.errors import HFLightningError
+
+
+@pytest.fixture
+def csv_splits(tmp_path, review_rows):
+    """train/validation/test CSV files of the learnable review data."""
+    paths = {}
+    for seed, (split, n) in enumerate({"train": 64, "validation": 32, "test": 32}.items()):
+        paths[split] = tmp_path / f"{split}.csv"
+        pd.DataFrame(review_rows(n, seed)).to_csv(paths[split], index=False)
+    return paths
+
+
+def _fit(tmp_path, model, *args):
+    base = write_base_config(tmp_path, model, trainer={"max_epochs": 1})
+    return cli_main(["fit", "--config", str(base), *args])
+
+
+def _files(paths) -> str:
+    return json.dumps({k: str(v) for k, v in paths.items()})
+
+
+def test_offline_model_name(tmp_path, reviews_dir):
+    base = write_base_config(tmp_path, "bert-base-uncased", data={"dataset": str(reviews_dir)})
+    with pytest.raises(HFLightningError, match=r"--model.model_name_or_path 'bert-base-uncased'.*local folder"):
+        cli_main(["fit", "--config", str(base), "--model.model_name_or_path", "bert-base-uncased"])
+
+
+def test_offline_dataset_name(tmp_path, tiny_model):
+    with pytest.raises(HFLightningError, match=r"--data.dataset 'someone/reviews_not_cached'.*offline.*local"):
+        _fit(tmp_path, tiny_model, "--data.dataset", "someone/reviews_not_cached")
+
+
+def test_missing_data_file(tmp_path, tiny_model, csv_splits):
+    csv_splits["validation"] = tmp_path / "nope.csv"
+    with pytest.raises(HFLightningError, match=r"data file '.*nope.csv' does not exist"):
+        _fit(tmp_path, tiny_model, "--data.data_files", _files(csv_splits))
+
+
+def test_missing_local_dataset_folder(tmp_path, tiny_model):
+    with pytest.raises(HFLightningError, match=r"--data.dataset './no_such_folder': no such file or folder"):
+        _fit(tmp_path, tiny_model, "--data.dataset", "./no_such_folder")
+
+
+def test_missing_text_column_lists_columns(tmp_path, tiny_model, csv_splits):
+    with pytest.raises(
+        HFLightningError, match=r"no column 'review' \(set by --data.text_column\).*\['text', 'label'\]"
+    ):
+        _fit(tmp_path, tiny_model, "--data.data_files", _files(csv_splits), "--data.text_column", "review")
+
+
+def test_missing_label_column_lists_columns(tmp_path, tiny_model, csv_splits):
+    with pytest.raises(HFLightningError, match=r"no column 'sentiment' \(set by --data.label_column\)"):
+        _fit(tmp_path, tiny_model, "--data.data_files", _files(csv_splits), "--data.label_column", "sentiment")
+
+
+def test_empty_split(tmp_path, tiny_model, csv_splits):
+    csv_splits["validation"].write_text("text,label\n")
+    with pytest.raises(HFLightningError, match=r"the validation split is empty"):
+        _fit(tmp_path, tiny_model, "--data.data_files", _files(csv_splits))
+
+
+def test_unknown_label_in_validation(tmp_path, tiny_model, review_rows):
+    paths = {}
+    for split, n in {"train": 32, "validation": 16}.items():
+        rows = [{**r, "label": ["negative", "positive"][r["label"]]} for r in review_rows(n)]
+        paths[split] = tmp_path / f"{split}.jsonl"
+        pd.DataFrame(rows).to_json(paths[split], orient="records", lines=True)
+    frame = pd.read_json(paths["validation"], lines=True)
+    frame.loc[5, "label"] = "neutral"
+    frame.to_json(paths["validation"], orient="records", lines=True)
+    with pytest.raises(
+        HFLightningError, match=r"unknown label 'neutral' in validation row 5.*\['negative', 'positive'\]"
+    ):
+        _fit(tmp_path, tiny_model, "--data.data_files", _files(paths))
+
+
+def test_label_out_of_range_names_the_row(tmp_path, tiny_model, reviews_dir, review_rows):
+    # The ClassLabel names fix 2 classes; a raw id 7 in a CSV with --data.task single_label is out of range.
+    rows = review_rows(32)
+    rows[3]["label"] = 7
+    paths = {"train": tmp_path / "train.csv", "validation": tmp_path / "validation.csv"}
+    pd.DataFrame(review_rows(32, 1)).to_csv(paths["train"], index=False)
+    pd.DataFrame(rows).to_csv(paths["validation"], index=False)
+    with pytest.raises(HFLightningError, match=r"label 7 in validation row 3 is out of range for 2 labels"):
+        _fit(tmp_path, tiny_model, "--data.data_files", _files(paths))
+
+
+def test_ckpt_path_that_does_not_exist(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    with pytest.raises(HFLightningError, match=r"--ckpt_path .*missing.ckpt: no such file"):
+        cli_main(["test", "--config", str(base), "--ckpt_path", str(tmp_path / "missing.ckpt")])
+    with pytest.raises(HFLightningError, match=r"--ckpt_path best: no checkpoint found under .*Run `fit`"):
+        cli_main(["test", "--config", str(base), "--ckpt_path", "best"])
+
+
+def test_monitor_metric_never_logged(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    with pytest.raises(HFLightningError, match=r"monitors 'val_accuracy'.*\['train_loss', 'val_loss', 'val_acc'"):
+        cli_main(
+            [
+                "fit",
+                "--config",
+                str(base),
+                "--trainer.callbacks+=EarlyStopping",
+                "--trainer.callbacks.monitor=val_accuracy",
+            ]
+        )
+
+
+def test_error_is_one_line_and_exit_status_2(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    result = run_subprocess(["fit", "--config", str(base), "--data.text_column", "review"], timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the train split has no column 'review'")
+
+
+def test_unknown_config_key_and_wrong_type_fail_at_parse(tmp_path, tiny_model, reviews_dir, capsys):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model:\n  learnig_rate: 1.0e-3\n")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(base), "--config", str(typo)])
+    assert exit_info.value.code == 2 and "learnig_rate" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(base), "--data.batch_size", "many"])
+    assert exit_info.value.code == 2 and "batch_size" in capsys.readouterr().err
