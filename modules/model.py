@@ -50,7 +50,8 @@ class TransformerModule(LightningModule):
             class_weights: Loss weights against class imbalance: `none`; `balanced` (n_rows / (n_classes * rows of
                 the class), from the train split; for multi-label, each label's negatives/positives as BCE
                 `pos_weight`); or one weight per class. Use `balanced` when a rare class matters (its recall is
-                what suffers) and accuracy on the majority may drop a little.
+                what suffers) and accuracy on the majority may drop a little. Weights apply to the training loss;
+                `val_loss`/`test_loss` stay unweighted so runs with and without weights compare.
             threshold: Probability above which a label counts as predicted (multi-label metrics).
             compile: `torch.compile` the model. Pays off on GPUs for long runs; costs a minute of compilation.
             gradient_checkpointing: Recompute activations in the backward pass: ~30% slower steps, much less
@@ -140,7 +141,8 @@ class TransformerModule(LightningModule):
         self.val_metrics = build_metrics(spec.task, spec.num_labels, threshold)
         self.test_metrics = build_metrics(spec.task, spec.num_labels, threshold, per_class=True)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.register_buffer("loss_weights", self._loss_weights(spec), persistent=False)
+        fitting = self.trainer.state.fn == "fit"
+        self.register_buffer("loss_weights", self._loss_weights(spec) if fitting else None, persistent=False)
 
     def _loss_weights(self, spec: LabelSpec) -> torch.Tensor | None:
         weights = self.hparams.class_weights
@@ -169,14 +171,16 @@ class TransformerModule(LightningModule):
         """Logits of shape (batch, num_labels) from the inputs this model's `forward` accepts."""
         return self.model(**{k: batch[k] for k in self._input_names if k in batch}).logits
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, weighted: bool = False) -> torch.Tensor:
+        # Class weights shape the training loss only: val/test losses stay comparable across weightings.
         logits = logits.float()
+        weights = self.loss_weights if weighted else None
         task = self.task
         if task == "regression":
             return F.mse_loss(logits.squeeze(-1), labels)
         if task == "multi_label":
-            return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.loss_weights)
-        return F.cross_entropy(logits, labels, weight=self.loss_weights)
+            return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=weights)
+        return F.cross_entropy(logits, labels, weight=weights)
 
     def _outputs(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities (single-label softmax, multi-label sigmoid) or the predicted value (regression)."""
@@ -187,7 +191,7 @@ class TransformerModule(LightningModule):
         return torch.sigmoid(logits) if task == "multi_label" else torch.softmax(logits, dim=-1)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self(batch), batch["labels"])
+        loss = self._loss(self(batch), batch["labels"], weighted=True)
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         return loss
 

@@ -21,6 +21,13 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_64(tmp_path_factory) -> Path:
+    """The tiny BERT at hidden size 64: at 32 the tanh pooler saturates on one of two independent labels, so
+    multi-label fixtures learn one label and stall at chance on the other."""
+    return write_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert-64", hidden_size=64)
+
+
+@pytest.fixture(scope="session")
 def tiny_distilbert(tiny_model, tmp_path_factory) -> Path:
     """A DistilBERT-style model (its forward takes no `token_type_ids`) sharing the tiny BERT's tokenizer."""
     folder = tmp_path_factory.mktemp("models") / "tiny-distilbert"

@@ -39,6 +39,7 @@ def write_base_config(tmp_path: Path, model: Path, **overrides) -> Path:
     }
     for section, values in overrides.items():
         config.setdefault(section, {}).update(values)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "base.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
