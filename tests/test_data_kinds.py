@@ -107,7 +107,7 @@ def test_multi_label_list_column_beats_all_negative(tmp_path, tiny_model_64):
 
     paths = _write_splits(tmp_path, rows, ".jsonl", sizes=(600, 100, 100))
     cli, metrics = _fit_test(
-        tmp_path, tiny_model_64, "--data.data_files", _files(paths), "--data.label_column", "tags", epochs=5
+        tmp_path, tiny_model_64, "--data.data_files", _files(paths), "--data.label_column", "tags", epochs=8
     )
     assert cli.model.model.config.problem_type == "multi_label_classification"
     assert cli.model.hparams.label_names == ["bad", "good"]
