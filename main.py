@@ -11,8 +11,9 @@ from pathlib import Path
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from modules.checkpoints import checkpoint_search_root, find_checkpoint, run_folder, run_version
+from modules.checkpoints import checkpoint_search_root, find_checkpoint, load_checkpoint, run_folder, run_version
 from modules.data import HFDataModule
 from modules.errors import HFLightningError
 from modules.export import HFExport, write_model_card
@@ -48,8 +49,10 @@ class HFLightningCLI(LightningCLI):
                 print(f"--ckpt_path {config.ckpt_path} -> {path}")
                 config.ckpt_path = str(path)
                 self._run_version = run_version(path)
-            elif config.get("ckpt_path") and not Path(config.ckpt_path).is_file():
-                raise HFLightningError(f"--ckpt_path {config.ckpt_path}: no such file (or use best / last).")
+            elif config.get("ckpt_path"):
+                if not Path(config.ckpt_path).is_file():
+                    raise HFLightningError(f"--ckpt_path {config.ckpt_path}: no such file (or use best / last).")
+                load_checkpoint(config.ckpt_path, mmap=True)  # a truncated or foreign file: one-line error now
         super()._parse_ckpt_path()
 
     def after_instantiate_classes(self) -> None:
@@ -108,12 +111,15 @@ def cli_main(args: list[str] | None = None) -> HFLightningCLI:
 
 
 def main() -> None:
-    """Console entry point: bad input prints one `error:` line and exits with status 2."""
+    """Console entry point: bad input prints one `error:` line and exits with status 2; SIGTERM exits with 143."""
     try:
         cli_main()
     except HFLightningError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:
+        # Lightning 2.6 stops gracefully on SIGTERM but exits 0; schedulers need to see the preemption.
+        sys.exit(143)
 
 
 if __name__ == "__main__":

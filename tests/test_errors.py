@@ -135,3 +135,11 @@ def test_unknown_config_key_and_wrong_type_fail_at_parse(tmp_path, tiny_model, r
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", str(base), "--data.batch_size", "many"])
     assert exit_info.value.code == 2 and "batch_size" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_one_line_error(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"PK\x03\x04 not really a zip archive")
+    with pytest.raises(HFLightningError, match=r"checkpoint .*broken.ckpt is corrupt or not a checkpoint"):
+        cli_main(["test", "--config", str(base), "--ckpt_path", str(broken)])

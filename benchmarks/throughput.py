@@ -1,0 +1,319 @@
+"""Training throughput of `hf-lightning fit` against the Hugging Face `Trainer` on the same model, data and settings.
+
+Both tools train the same classifier on the same train split with the same batch size, max_length, precision and
+number of optimizer steps, alternating tool by tool within each repeat. Printed per tool and precision: samples/s from
+the end of step --warmup_steps to the last step (startup excluded), the ratios ours/hf and ours/hf_grouped, the
+fraction of real (non-pad) tokens in the batches each tool fed, and achieved GFLOP/s (6 x non-embedding parameters x
+real tokens/s) against a matmul peak measured on the spot. It prints numbers and asserts nothing about speed.
+
+Run from the repo root, with accelerate installed (`pip install -e .[bench]`):
+
+    python benchmarks/throughput.py                # MiniLM-L6 on rotten_tomatoes, fp32 and bf16, 2 repeats, 12 runs
+    python benchmarks/throughput.py --random_init --from_config_layers 12 --from_config_hidden 768  # bert-base, GPUs
+"""
+
+import argparse
+import gc
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+from unittest import mock
+
+import datasets
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    DataCollatorWithPadding,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers import Trainer as HFTrainer
+from transformers.trainer_callback import PrinterCallback
+from transformers.utils import logging as hf_logging
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ("ours", "hf", "hf_grouped")
+LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
+MATMUL_DTYPE = {"32": torch.float32, "bf16": torch.bfloat16}
+
+
+class Step(NamedTuple):
+    end: float  # time.perf_counter() once the optimizer step is done
+    samples: int
+    real_tokens: int  # attention_mask.sum()
+    padded_tokens: int  # input_ids.numel()
+
+
+class StepTimer(Callback):
+    """Timestamps each optimizer step of our `fit` and counts its batch's samples and tokens."""
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: dict, batch_idx: int
+    ) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        end = time.perf_counter()
+        mask = batch["attention_mask"]
+        self.steps.append(Step(end, len(batch["input_ids"]), int(mask.sum()), batch["input_ids"].numel()))
+
+
+class _StepClock(TrainerCallback):
+    """Timestamps each optimizer step of the Hugging Face Trainer."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.ends: list[float] = []
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.ends.append(time.perf_counter())
+
+
+class _CountingCollator:
+    """Counts samples and real/padded tokens of every batch, in the order the Trainer asks for them."""
+
+    def __init__(self, collator: DataCollatorWithPadding) -> None:
+        self.collator = collator
+        self.counts: list[tuple[int, int, int]] = []
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.collator(features)
+        mask = batch["attention_mask"]
+        self.counts.append((len(mask), int(mask.sum()), mask.numel()))
+        return batch
+
+
+def run_ours(model: str, data: str, args: argparse.Namespace, precision: str, cuda: bool) -> list[Step]:
+    import throughput  # this file by module name: jsonargparse resolves `throughput.StepTimer` by import path
+
+    from main import cli_main
+
+    # LightningCLI warns when this script's own flags sit in sys.argv next to `args`.
+    with tempfile.TemporaryDirectory() as root_dir, mock.patch.object(sys, "argv", sys.argv[:1]):
+        cli = cli_main(
+            ["fit", "--model.model_name_or_path", model, "--data.dataset", data]
+            # The HF Trainer's defaults: lr 5e-5 and gradient clipping at norm 1.0, so both do the same work.
+            + ["--model.learning_rate", "5e-5", "--trainer.gradient_clip_val", "1.0"]
+            + ["--data.batch_size", str(args.batch_size), "--data.max_length", str(args.max_length)]
+            + (["--data.pad_to_multiple_of", "8"] if cuda else [])
+            + ["--trainer.max_steps", str(args.steps), "--trainer.precision", LIGHTNING_PRECISION[precision]]
+            + ["--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0"]
+            + ["--trainer.enable_checkpointing", "false", "--trainer.logger", "false"]
+            + ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+            + ["--export.enabled", "false", "--trainer.accelerator", "auto" if cuda else "cpu"]
+            + ["--trainer.devices", "1", "--trainer.default_root_dir", root_dir, "--seed_everything", "0"]
+            + ["--trainer.callbacks+=throughput.StepTimer"]
+        )
+    timer = next(c for c in cli.trainer.callbacks if isinstance(c, throughput.StepTimer))
+    return timer.steps
+
+
+def run_hf(model: str, data: str, args: argparse.Namespace, precision: str, grouped: bool, cuda: bool) -> list[Step]:
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    train = datasets.load_dataset(data)["train"]
+    train = train.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=args.max_length),
+        batched=True,
+        remove_columns=[c for c in train.column_names if c != "label"],
+    )
+    collator = _CountingCollator(DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if cuda else None))
+    clock = _StepClock(cuda)
+    with tempfile.TemporaryDirectory() as output_dir:
+        training_args = TrainingArguments(
+            output_dir=output_dir,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=args.steps,
+            learning_rate=5e-5,
+            bf16=precision == "bf16",
+            use_cpu=not cuda,
+            report_to="none",
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            dataloader_num_workers=0,
+            seed=0,
+            disable_tqdm=True,
+            # transformers 5.x replaced `group_by_length=True` with this strategy name
+            train_sampling_strategy="group_by_length" if grouped else "random",
+        )
+        classifier = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
+        trainer = HFTrainer(classifier, training_args, collator, train, processing_class=tokenizer, callbacks=[clock])
+        trainer.remove_callback(PrinterCallback)  # its end-of-training dict of rounded rates would only confuse
+        trainer.train()
+    # The dataloader may collate one batch ahead of the step it feeds: the first len(ends) batches are the steps'.
+    return [Step(end, *counts) for end, counts in zip(clock.ends, collator.counts)]
+
+
+def summarize(steps: list[Step], warmup_steps: int, n_params: int) -> dict[str, float]:
+    """Rates over the steps after step `warmup_steps`, timed from the end of that step to the end of the last."""
+    window = steps[warmup_steps:]
+    elapsed = steps[-1].end - steps[warmup_steps - 1].end
+    real, padded = sum(s.real_tokens for s in window), sum(s.padded_tokens for s in window)
+    return {
+        "steps": len(steps),
+        "samples_per_s": sum(s.samples for s in window) / elapsed,
+        "real_tokens_per_s": real / elapsed,
+        "real_token_fraction": real / padded,
+        "gflop_per_s": 6 * n_params * real / elapsed / 1e9,  # forward 2N + backward 4N per token, attention aside
+    }
+
+
+def matmul_peak(dtype: torch.dtype, device: str) -> float:
+    """Best GFLOP/s of an n x n @ n x n matmul, after warm-up."""
+    n = 8192 if device == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
+    best = float("inf")
+    for i in range(13):
+        sync()
+        start = time.perf_counter()
+        a @ b
+        sync()
+        if i >= 3:  # the first calls pay for kernel selection and page faults
+            best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def non_embedding_parameters(model: str) -> int:
+    """Parameters outside the embedding tables (word, position, token type): the N of the 6N FLOPs-per-token rule."""
+    classifier = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
+    embedding = {id(p) for m in classifier.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    return sum(p.numel() for p in classifier.parameters() if id(p) not in embedding)
+
+
+def hardware(cuda: bool) -> str:
+    if cuda:
+        return torch.cuda.get_device_name()
+    names = [
+        line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines()
+        if line.startswith("model name")
+    ]
+    return f"{names[0] if names else 'unknown CPU'} ({len(names)} cores)"
+
+
+def build_random_model(tokenizer_from: str, layers: int, hidden: int, folder: str) -> str:
+    """A randomly initialised BERT of the given size, saved with the tokenizer of `tokenizer_from`."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        intermediate_size=4 * hidden,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="local HF model folder (default: ../shared/scripts/get-minilm.sh)")
+    parser.add_argument("--dataset", default=str(ROOT / "../shared/data/rotten_tomatoes"), help="text/label data")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
+    parser.add_argument("--warmup_steps", type=int, default=10, help="steps left out of the timing (>= 1)")
+    parser.add_argument("--precision", nargs="+", choices=list(LIGHTNING_PRECISION), default=["32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
+    parser.add_argument("--random_init", action="store_true", help="random BERT of the size below, --model's vocab")
+    parser.add_argument("--from_config_layers", type=int, default=12)
+    parser.add_argument("--from_config_hidden", type=int, default=768)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if not 1 <= args.warmup_steps < args.steps:
+        parser.error("--warmup_steps must be at least 1 and less than --steps")
+    return args
+
+
+def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float]) -> list[dict]:
+    """Print one row per tool and precision (means over repeats) and the ratios ours/hf; return the rows."""
+    rows = []
+    print(f"{'tool':<11}{'precision':<10}{'samples/s (min-max)':<26}{'real tok':>9}{'GFLOP/s':>10}{'of peak':>9}")
+    for precision, tool in itertools.product(args.precision, args.tools):
+        mine = [r for r in runs if (r["tool"], r["precision"]) == (tool, precision)]
+        rates = [r["samples_per_s"] for r in mine]
+        row = {"tool": tool, "precision": precision, "samples_per_s_min": min(rates), "samples_per_s_max": max(rates)}
+        for key in ("samples_per_s", "real_token_fraction", "gflop_per_s"):
+            row[key] = statistics.mean(r[key] for r in mine)
+        row["fraction_of_peak"] = row["gflop_per_s"] / peaks[precision]
+        rows.append(row)
+        spread = f"{row['samples_per_s']:.1f} ({min(rates):.1f}-{max(rates):.1f})"
+        print(
+            f"{tool:<11}{precision:<10}{spread:<26}{row['real_token_fraction']:>9.1%}"
+            f"{row['gflop_per_s']:>10.3g}{row['fraction_of_peak']:>9.1%}"
+        )
+    for precision in args.precision:
+        rate = {r["tool"]: r["samples_per_s"] for r in rows if r["precision"] == precision}
+        ratios = [f"ours/{tool} {rate['ours'] / rate[tool]:.2f}x" for tool in ("hf", "hf_grouped") if tool in rate]
+        if "ours" in rate and ratios:
+            print(f"precision {precision}: " + "   ".join(ratios))
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    sys.path.insert(0, str(ROOT))  # `main` (our CLI)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # `throughput`, for the callback's class path
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    cuda = torch.cuda.is_available()
+    threads = torch.get_num_threads()
+    script = [str(ROOT / "../shared/scripts/get-minilm.sh")]
+    model = args.model or subprocess.run(script, check=True, capture_output=True, text=True).stdout.split()[-1]
+    data = str(Path(args.dataset).resolve())
+    settings = f"batch {args.batch_size}, max_length {args.max_length}, {args.steps} steps (timed after step "
+    settings += f"{args.warmup_steps}), {args.repeats} repeats; {hardware(cuda)}, {threads} torch threads"
+    runs = []
+    with tempfile.TemporaryDirectory() as random_dir:
+        if args.random_init:
+            model = build_random_model(model, args.from_config_layers, args.from_config_hidden, random_dir)
+        n_params = non_embedding_parameters(model)
+        peaks = {p: matmul_peak(MATMUL_DTYPE[p], "cuda" if cuda else "cpu") for p in args.precision}
+        print(f"{settings}\nmodel: {model} ({n_params:,} non-embedding parameters); data: {data}")
+        print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()))
+        # Alternate the tools within each repeat, so a slow patch of the machine hits them alike.
+        for repeat, precision, tool in itertools.product(range(args.repeats), args.precision, args.tools):
+            torch.set_num_threads(threads)  # a tool that changed it must not slow the next one
+            if tool == "ours":
+                steps = run_ours(model, data, args, precision, cuda)
+            else:
+                steps = run_hf(model, data, args, precision, tool == "hf_grouped", cuda)
+            result = {"tool": tool, "precision": precision, "repeat": repeat, "threads_after": torch.get_num_threads()}
+            result |= summarize(steps, args.warmup_steps, n_params)
+            runs.append(result)
+            print(f"[repeat {repeat}] {tool} {precision}: {result['samples_per_s']:.1f} samples/s, {len(steps)} steps")
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+    print(f"\n{settings}")
+    rows = report(runs, args, peaks)
+    if args.json:
+        record = {"settings": settings, "model": model, "data": data, "args": vars(args), "peaks": peaks}
+        record |= {"non_embedding_parameters": n_params, "runs": runs, "summary": rows}
+        args.json.write_text(json.dumps(record, indent=2, default=str))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
