@@ -263,8 +263,10 @@ def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float]) 
         )
     for precision in args.precision:
         rate = {r["tool"]: r["samples_per_s"] for r in rows if r["precision"] == precision}
+        if "ours" not in rate:
+            continue
         ratios = [f"ours/{tool} {rate['ours'] / rate[tool]:.2f}x" for tool in ("hf", "hf_grouped") if tool in rate]
-        if "ours" in rate and ratios:
+        if ratios:
             print(f"precision {precision}: " + "   ".join(ratios))
     return rows
 

@@ -239,8 +239,11 @@ class TransformerModule(LightningModule):
             {"params": decay, "weight_decay": self.hparams.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        device = next(self.parameters()).device.type
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.learning_rate, fused=device in ("cuda", "cpu"))
+        # Fused AdamW is fastest, but Lightning's mixed-precision plugin refuses to clip gradients for it.
+        fused = next(self.parameters()).device.type in ("cuda", "cpu") and not self.trainer.gradient_clip_val
+        optimizer = torch.optim.AdamW(
+            groups, lr=self.hparams.learning_rate, fused=fused, foreach=None if fused else True
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(total * self.hparams.warmup_ratio)
 
@@ -251,6 +254,19 @@ class TransformerModule(LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _loss_scaled(self) -> bool:
+        return getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and not self._loss_scaled():
+            # Lightning's mixed-precision plugin refuses to clip for fused optimizers. Without a loss scaler (fp32,
+            # bf16) the gradients are the true ones, so clipping here is exact, and stays on the device (no sync).
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # -------------------------------------------------------------------------------------- checkpointing
     def on_save_checkpoint(self, checkpoint: dict) -> None:
