@@ -99,7 +99,6 @@ class _CountingCollator:
 
 def run_ours(model: str, data: str, args: argparse.Namespace, precision: str, cuda: bool) -> list[Step]:
     import throughput  # this file by module name: jsonargparse resolves `throughput.StepTimer` by import path
-
     from main import cli_main
 
     # LightningCLI warns when this script's own flags sit in sys.argv next to `args`.

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, epoch_metrics, read_metrics, run_dir, run_subprocess, write_base_config
+from transformers import AutoModel
 
+from helpers import ROOT, epoch_metrics, read_metrics, run_dir, run_subprocess, write_base_config
 from main import cli_main
 
 
@@ -85,3 +86,22 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_model, reviews_dir):
     test = run_subprocess(["test", *args, "--ckpt_path", "best"], timeout=300)
     assert test.returncode == 0, test.stderr[-3000:]
     assert read_metrics(run_dir(tmp_path) / "test_metrics.json")["test_acc"] > 0.8
+
+
+def test_environment_variables_set_options(tmp_path, tiny_model, reviews_dir, monkeypatch):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    monkeypatch.setenv("PL_FIT__TRAINER__MAX_EPOCHS", "1")
+    monkeypatch.setenv("PL_FIT__MODEL__LEARNING_RATE", "0.001")
+    cli = cli_main(["fit", "--config", str(base)])
+    assert cli.trainer.current_epoch == 1 and cli.model.hparams.learning_rate == 0.001
+
+
+def test_gradient_clipping_with_fused_adamw(tmp_path, tiny_model, reviews_dir):
+    # Adam is scale-invariant except for eps: with the gradient norm clipped to 1e-12 every update is ~0, while an
+    # unclipped epoch at lr 3e-3 moves weights by ~1e-2.
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
+    cli = cli_main(["fit", "--config", str(base), "--trainer.gradient_clip_val", "1e-12"])
+    assert cli.model.optimizers().optimizer.defaults["fused"]
+    trained = cli.model.model.bert.embeddings.word_embeddings.weight
+    pretrained = AutoModel.from_pretrained(tiny_model).embeddings.word_embeddings.weight
+    assert (trained - pretrained).abs().max() < 1e-4

@@ -5,8 +5,8 @@ import random
 
 import pandas as pd
 import pytest
-from helpers import read_metrics, run_dir, write_base_config
 
+from helpers import read_metrics, run_dir, write_base_config
 from main import cli_main
 from modules.demo import NEGATIVE, NEUTRAL, POSITIVE
 from modules.errors import HFLightningError

@@ -4,8 +4,8 @@ import json
 
 import pandas as pd
 import pytest
-from helpers import run_subprocess, write_base_config
 
+from helpers import run_subprocess, write_base_config
 from main import cli_main
 from modules.errors import HFLightningError
 

@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 import torch
-from helpers import read_metrics, run_dir, run_subprocess, write_base_config
 from transformers import pipeline
 
+from helpers import read_metrics, run_dir, run_subprocess, write_base_config
 from main import cli_main
 from modules.export import main as export_main
 from modules.model import TransformerModule
