@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -117,6 +118,14 @@ def main() -> None:
     except HFLightningError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except torch.OutOfMemoryError as error:
+        print(
+            f"error: out of memory ({str(error).splitlines()[0]}). Lower --data.batch_size and raise "
+            "--trainer.accumulate_grad_batches to keep the effective batch, lower --data.max_length, or set "
+            "--model.gradient_checkpointing true. Checkpoints already written are intact.",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     except SIGTERMException:
         # Lightning 2.6 stops gracefully on SIGTERM but exits 0; schedulers need to see the preemption.
         sys.exit(143)

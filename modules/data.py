@@ -90,7 +90,8 @@ class HFDataModule(LightningDataModule):
             seed: Seed of the validation carve-out and of the training order.
             group_by_length: Batch rows of similar length together in training (less padding, faster steps); False
                 gives plain shuffled batches.
-            pad_to_multiple_of: Pad each batch's length up to a multiple of this (8 suits GPU tensor cores).
+            pad_to_multiple_of: Pad each batch's length up to a multiple of this; None picks 8 on GPUs (tensor cores)
+                and exact lengths on CPUs.
             drop_invalid_rows: Drop rows with empty text or a missing label (logging how many); False fails instead.
             predict_split: Split that `predict` runs on when `predict_file` is not set.
             predict_file: A CSV/TSV/JSON(L)/Parquet file, or plain text with one input per line, to predict on.
@@ -393,11 +394,13 @@ class HFDataModule(LightningDataModule):
     # ------------------------------------------------------------------------------------------- dataloaders
     def collator(self) -> PaddingCollator:
         spec = self.label_spec
+        on_gpu = bool(self.trainer and self.trainer.strategy.root_device.type == "cuda")
         return PaddingCollator(
             pad_token_id=self.tokenizer.pad_token_id,
             pad_token_type_id=self.tokenizer.pad_token_type_id,
             padding_side=self.tokenizer.padding_side,
-            pad_to_multiple_of=self.pad_to_multiple_of,
+            # Tensor cores want lengths in multiples of 8; on CPUs exact lengths are cheapest.
+            pad_to_multiple_of=self.pad_to_multiple_of or (8 if on_gpu else None),
             label_dtype=torch.long if spec is None or spec.task == "single_label" else torch.float,
         )
 

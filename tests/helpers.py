@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from lightning.pytorch import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +71,11 @@ def run_subprocess(args: list[str], timeout: int = 240, env: dict | None = None)
         env=full_env,
         cwd=ROOT,
     )
+
+
+class StopAfterFirstEpoch(Callback):
+    """`--trainer.callbacks+=helpers.StopAfterFirstEpoch` ends `fit` cleanly after epoch 0: an interruption at an
+    epoch boundary, with the run configured (schedule included) for all its epochs."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.should_stop = True

@@ -143,3 +143,16 @@ def test_corrupt_checkpoint_is_one_line_error(tmp_path, tiny_model, reviews_dir)
     broken.write_bytes(b"PK\x03\x04 not really a zip archive")
     with pytest.raises(HFLightningError, match=r"checkpoint .*broken.ckpt is corrupt or not a checkpoint"):
         cli_main(["test", "--config", str(base), "--ckpt_path", str(broken)])
+
+
+def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
+    with pytest.raises(
+        HFLightningError, match=r"non-finite training loss \((nan|inf)\) at step \d+ \(epoch 0, batch \d+\)"
+    ):
+        cli_main(["fit", "--config", str(base), "--model.learning_rate", "1e12", "--model.warmup_ratio", "0"])
+    cli = cli_main(
+        ["fit", "--config", str(base), "--model.learning_rate", "1e12", "--model.warmup_ratio", "0"]
+        + ["--model.nonfinite_loss", "skip"]
+    )
+    assert cli.trainer.global_step < 25  # skipped batches make no optimizer step (25 batches in the epoch)
