@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from modules.errors import HFLightningError
 
@@ -11,7 +12,7 @@ from modules.errors import HFLightningError
 def checkpoint_search_root(trainer_config: dict) -> Path:
     """The folder a config's checkpoints land under: a ModelCheckpoint `dirpath`, else the logger's run root."""
     for callback in _as_list(trainer_config.get("callbacks")):
-        if isinstance(callback, dict) and "ModelCheckpoint" in str(callback.get("class_path", "")):
+        if isinstance(callback, dict) and "Checkpoint" in str(callback.get("class_path", "")):
             dirpath = (callback.get("init_args") or {}).get("dirpath")
             if dirpath:
                 return Path(dirpath)
@@ -50,7 +51,7 @@ def best_model_path(checkpoint: Path) -> str | None:
     """The `best_model_path` a ModelCheckpoint recorded in `checkpoint` (memory-mapped: weights are not read)."""
     state = load_checkpoint(checkpoint, mmap=True)
     for key, value in state.get("callbacks", {}).items():
-        if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+        if "Checkpoint" in key.split("{")[0] and value.get("best_model_path"):
             return value["best_model_path"]
     return None
 
@@ -89,3 +90,27 @@ def _as_list(value: object) -> list:
     if value is None or isinstance(value, bool):
         return []
     return value if isinstance(value, list) else [value]
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` whose `last.ckpt` always holds the latest epoch.
+
+    Lightning 2.6 rewrites `last.ckpt` only when a top-k checkpoint was saved in the same step, so after an epoch
+    that did not improve the monitored metric, `--ckpt_path last` would resume from an older epoch. Same arguments
+    as `ModelCheckpoint`.
+    """
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def _save_last_if_missed(self, trainer) -> None:
+        # `_should_skip_saving_checkpoint` is also true when this step was saved already (top-k did it).
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

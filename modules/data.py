@@ -425,6 +425,9 @@ class HFDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=bool(trainer and trainer.strategy.root_device.type == "cuda"),
+            # Its own generator: creating an iterator then draws no number from the global RNG, which would shift
+            # the dropout masks of a resumed run against an uninterrupted one.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

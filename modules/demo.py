@@ -9,6 +9,7 @@ import argparse
 import random
 from pathlib import Path
 
+import torch
 from datasets import ClassLabel, Dataset, Features, Value
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
@@ -55,9 +56,13 @@ def write_reviews(folder: Path, sizes: dict[str, int] | None = None) -> Path:
     return folder
 
 
-def write_tiny_bert(folder: Path, hidden_size: int = 32, num_layers: int = 2) -> Path:
-    """A randomly initialised BERT sequence classifier and its tokenizer, saved as `from_pretrained` expects."""
+def write_tiny_bert(folder: Path, hidden_size: int = 32, num_layers: int = 2, seed: int = 0) -> Path:
+    """A randomly initialised BERT sequence classifier and its tokenizer, saved as `from_pretrained` expects.
+
+    The initialisation is seeded, so every build of the demo (and every test session) starts from the same weights.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
     vocab = {word: i for i, word in enumerate(vocabulary())}
     tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=128)
     config = BertConfig(

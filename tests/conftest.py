@@ -9,6 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import pytest
+import torch
 from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
 from modules.demo import reviews, write_reviews, write_tiny_bert
@@ -21,13 +22,6 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_64(tmp_path_factory) -> Path:
-    """The tiny BERT at hidden size 64: at 32 the tanh pooler saturates on one of two independent labels, so
-    multi-label fixtures learn one label and stall at chance on the other."""
-    return write_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert-64", hidden_size=64)
-
-
-@pytest.fixture(scope="session")
 def tiny_distilbert(tiny_model, tmp_path_factory) -> Path:
     """A DistilBERT-style model (its forward takes no `token_type_ids`) sharing the tiny BERT's tokenizer."""
     folder = tmp_path_factory.mktemp("models") / "tiny-distilbert"
@@ -35,6 +29,7 @@ def tiny_distilbert(tiny_model, tmp_path_factory) -> Path:
     config = DistilBertConfig(
         vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128
     )
+    torch.manual_seed(0)
     DistilBertForSequenceClassification(config).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((tiny_model / name).read_bytes())

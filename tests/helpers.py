@@ -29,7 +29,7 @@ def write_base_config(tmp_path: Path, model: Path, **overrides) -> Path:
             },
             "callbacks": [
                 {
-                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "class_path": "modules.checkpoints.RunCheckpoint",
                     "init_args": {"monitor": "val_loss", "mode": "min", "save_last": True},
                 }
             ],

@@ -89,11 +89,12 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_model, reviews_dir):
 
 
 def test_environment_variables_set_options(tmp_path, tiny_model, reviews_dir, monkeypatch):
+    # Variables override code defaults; config files and flags override variables.
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
-    monkeypatch.setenv("PL_FIT__TRAINER__MAX_EPOCHS", "1")
-    monkeypatch.setenv("PL_FIT__MODEL__LEARNING_RATE", "0.001")
+    monkeypatch.setenv("PL_FIT__TRAINER__LIMIT_TRAIN_BATCHES", "3")
+    monkeypatch.setenv("PL_FIT__MODEL__WEIGHT_DECAY", "0.5")
     cli = cli_main(["fit", "--config", str(base)])
-    assert cli.trainer.current_epoch == 1 and cli.model.hparams.learning_rate == 0.001
+    assert cli.trainer.global_step == 6 and cli.model.hparams.weight_decay == 0.5  # 3 batches x 2 epochs
 
 
 def test_gradient_clipping_with_fused_adamw(tmp_path, tiny_model, reviews_dir):

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from helpers import run_subprocess, write_base_config
 from main import cli_main
@@ -155,4 +156,6 @@ def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(tmp_path, tiny_model
         ["fit", "--config", str(base), "--model.learning_rate", "1e12", "--model.warmup_ratio", "0"]
         + ["--model.nonfinite_loss", "skip"]
     )
-    assert cli.trainer.global_step < 25  # skipped batches make no optimizer step (25 batches in the epoch)
+    # The first step (finite loss) blows the weights up; every later loss is NaN and its update is dropped.
+    assert cli.trainer.current_epoch == 1
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())

@@ -2,9 +2,16 @@
 does (same weights, optimizer and scheduler state), because the checkpoint carries the RNG state and the sampler
 reshuffles from `seed + epoch`."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
 import torch
 
-from helpers import run_dir, write_base_config
+from helpers import ROOT, run_dir, write_base_config
 from main import cli_main
 
 
@@ -31,3 +38,29 @@ def test_resume_at_epoch_boundary_matches_uninterrupted(tmp_path, tiny_model, re
         resumed["optimizer_states"][0]["state"].values(), expected["optimizer_states"][0]["state"].values()
     ):
         assert torch.equal(a["exp_avg"], b["exp_avg"])
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_status_143_and_resume_completes(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 50})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "fit", "--config", str(base)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 180
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # polling for the first checkpoint, not a timing assumption
+    assert last.exists(), "no checkpoint before the deadline"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr[-2000:]
+    stopped_at = torch.load(last, weights_only=True)["epoch"]
+    assert stopped_at < 49
+    cli_main(["fit", "--config", str(base), "--ckpt_path", "last", "--trainer.max_epochs", str(stopped_at + 2)])
+    assert _last(tmp_path, 1)["epoch"] == stopped_at + 1
