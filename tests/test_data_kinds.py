@@ -8,6 +8,7 @@ import pytest
 
 from helpers import read_metrics, run_dir, write_base_config
 from main import cli_main
+from modules.data import HFDataModule
 from modules.demo import NEGATIVE, NEUTRAL, POSITIVE
 from modules.errors import HFLightningError
 
@@ -244,3 +245,34 @@ def test_monitor_must_exist_for_the_kind(tmp_path, tiny_model):
             ["fit", "--config", str(base), "--data.data_files", _files(paths)]
             + ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val_acc"]
         )
+
+
+def test_long_pairs_truncate_longest_first(tmp_path, tiny_model):
+    rows = [{"a": " ".join(["film"] * 40), "b": "great ending", "label": i % 2} for i in range(8)]
+    path = tmp_path / "pairs.jsonl"
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    data = HFDataModule(
+        data_files={"train": str(path), "validation": str(path)},
+        text_column="a",
+        text_pair_column="b",
+        max_length=12,
+        model_name_or_path=str(tiny_model),
+    )
+    data.setup("fit")
+    row = data.datasets["train"][0]
+    tokens = data.tokenizer.convert_ids_to_tokens(row["input_ids"])
+    # The long first text is cut; the short second one survives whole, after its own [SEP].
+    assert len(tokens) == 12 and tokens[-3:] == ["great", "ending", "[SEP]"] and tokens.count("[SEP]") == 2
+    assert row["token_type_ids"][-3:] == [1, 1, 1] and row["token_type_ids"][0] == 0
+
+
+@pytest.mark.parametrize("form", ["single", "list"])
+def test_data_files_as_one_path_or_a_list(tmp_path, tiny_model, review_rows, form):
+    parts = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    pd.DataFrame(review_rows(120, 0)).to_csv(parts[0], index=False)
+    pd.DataFrame(review_rows(80, 1)).to_csv(parts[1], index=False)
+    files = str(parts[0]) if form == "single" else f"[{parts[0]}, {parts[1]}]"
+    base = write_base_config(tmp_path, tiny_model, trainer={"max_epochs": 1})
+    cli = cli_main(["fit", "--config", str(base), "--data.data_files", files])
+    total = len(cli.datamodule.datasets["train"]) + len(cli.datamodule.datasets["validation"])
+    assert total == (120 if form == "single" else 200)  # one train split, validation carved from it
