@@ -155,7 +155,7 @@ class HFDataModule(LightningDataModule):
             else "--model.model_name_or_path",
         )
         if self.dataset is not None:
-            check_dataset_source(self.dataset, self.data_files)
+            check_dataset_source(self.dataset)
         for path in self._file_list(self.data_files) + ([self.predict_file] if self.predict_file else []):
             if not glob.glob(os.path.expanduser(path)):
                 raise HFLightningError(

@@ -54,7 +54,7 @@ def check_model_source(name_or_path: str, flag: str) -> None:
         )
 
 
-def check_dataset_source(dataset: str, data_files: object, flag: str = "--data.dataset") -> None:
+def check_dataset_source(dataset: str, flag: str = "--data.dataset") -> None:
     """Raise one clear error when `dataset` is a Hub name that cannot be reached, or a local path that is missing."""
     if dataset in PACKAGED_BUILDERS:
         return
