@@ -296,7 +296,7 @@ class TransformerModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.model is None:
             self._set_model(model_from_config(checkpoint["hf_config"]))
-        # Applied when training resumes, not now: the sanity-check loader in between draws from the RNG too.
+        # Applied when training resumes, not now, so nothing run in between (sanity check, user hooks) shifts it.
         self._resume_rng_states = checkpoint.get("rng_states")
 
     def on_train_epoch_start(self) -> None:
