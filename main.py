@@ -18,6 +18,7 @@ from modules.checkpoints import checkpoint_search_root, find_checkpoint, load_ch
 from modules.data import HFDataModule
 from modules.errors import HFLightningError
 from modules.export import HFExport, write_model_card
+from modules.interrupts import stop_gracefully_on_ctrl_c
 from modules.model import TransformerModule
 from modules.predictions import PredictionWriter
 
@@ -71,12 +72,17 @@ class HFLightningCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         # With --ckpt_path the checkpoint supplies the weights: skip loading the pretrained ones first.
         self.model.weights_from_checkpoint = bool(self.config[subcommand].get("ckpt_path"))
-        super()._run_subcommand(subcommand)
+        if subcommand != "fit":
+            return super()._run_subcommand(subcommand)
+        with stop_gracefully_on_ctrl_c(self.trainer):
+            super()._run_subcommand(subcommand)
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
         if self.trainer.is_global_zero and callback and callback.best_model_path:
-            print(f"Best checkpoint: {callback.best_model_path} ({callback.monitor} = {callback.best_model_score:.4f})")
+            score = callback.best_model_score
+            detail = f" ({callback.monitor} = {score:.4f})" if callback.monitor and score is not None else ""
+            print(f"Best checkpoint: {callback.best_model_path}{detail}")
 
     def _write_metrics(self, stage: str) -> None:
         run_dir = run_folder(self.trainer)  # on every rank: `trainer.log_dir` is a collective under DDP
@@ -112,7 +118,8 @@ def cli_main(args: list[str] | None = None) -> HFLightningCLI:
 
 
 def main() -> None:
-    """Console entry point: bad input prints one `error:` line and exits with status 2; SIGTERM exits with 143."""
+    """Console entry point: bad input prints one `error:` line and exits with status 2; SIGTERM exits with 143,
+    Ctrl-C with 130."""
     try:
         cli_main()
     except HFLightningError as error:
@@ -129,6 +136,8 @@ def main() -> None:
     except SIGTERMException:
         # Lightning 2.6 stops gracefully on SIGTERM but exits 0; schedulers need to see the preemption.
         sys.exit(143)
+    except KeyboardInterrupt:
+        sys.exit(130)  # the shell's status for Ctrl-C; a graceful stop's checkpoint is written already
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """Find the best or last checkpoint of the most recent `fit` of a config, so a later command can use it."""
 
+import os
 import re
+import shutil
 from pathlib import Path
+from weakref import proxy
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from modules.errors import HFLightningError
 
@@ -93,12 +98,23 @@ def _as_list(value: object) -> list:
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """`ModelCheckpoint` whose `last.ckpt` always holds the latest epoch.
+    """`ModelCheckpoint` for runs that get interrupted: same arguments, three differences.
 
-    Lightning 2.6 rewrites `last.ckpt` only when a top-k checkpoint was saved in the same step, so after an epoch
-    that did not improve the monitored metric, `--ckpt_path last` would resume from an older epoch. Same arguments
-    as `ModelCheckpoint`.
+    - `last.ckpt` always holds the latest epoch. Lightning 2.6 rewrites it only when a top-k checkpoint was saved in
+      the same step, so after an epoch that did not improve the monitored metric, `--ckpt_path last` would resume
+      from an older epoch.
+    - A graceful stop (SIGTERM, or Ctrl-C once: see `modules/interrupts.py`) writes `last.ckpt` at the step reached;
+      `--ckpt_path last` continues from there (mid-epoch too: the training loader is resumable).
+    - Files are written next to their final name and renamed into place, so a kill at any moment (SIGKILL, OOM
+      killer) leaves every `.ckpt` whole. Lightning stages the bytes in the system temp folder and *moves* them,
+      which is a plain copy when that folder is on another file system.
     """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and trainer.is_global_zero and self.dirpath and os.path.isdir(self.dirpath):
+            for leftover in Path(self.dirpath).glob("*.partial"):  # from a run killed while writing
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -110,7 +126,44 @@ class RunCheckpoint(ModelCheckpoint):
         if not self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_missed(trainer)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)  # `save_on_exception=True` still works as documented
+        # Only a graceful stop: it is raised between steps, when weights, optimizer and counters agree. Any other
+        # exception may have struck mid-update; the checkpoints already on disk are the safe ones then.
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        if self._last_global_step_saved == trainer.global_step and self.last_model_path:
+            path = self.last_model_path  # this step is on disk already
+        else:
+            path = self.format_checkpoint_name(self._monitor_candidates(trainer), self.CHECKPOINT_NAME_LAST)
+            self.last_model_path = path
+            self._save_checkpoint(trainer, path)
+        rank_zero_info(f"Stopped at step {trainer.global_step}: saved {path}. Resume with --ckpt_path last.")
+
     def _save_last_if_missed(self, trainer) -> None:
         # `_should_skip_saving_checkpoint` is also true when this step was saved already (top-k did it).
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        partial = f"{filepath}.partial"
+        trainer.save_checkpoint(partial, self.save_weights_only)  # collective; rank 0 writes
+        if trainer.is_global_zero:
+            _replace(partial, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+
+def _replace(partial: str, final: str) -> None:
+    """Move a fully written checkpoint (a file, or a folder of shards) to its final name."""
+    if os.path.isdir(partial):
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        return
+    with open(partial, "rb") as f:
+        os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+    os.replace(partial, final)  # atomic within one file system

@@ -19,7 +19,7 @@ from modules.collate import PaddingCollator
 from modules.errors import HFLightningError
 from modules.hub import check_dataset_source, check_model_source
 from modules.labels import LabelSpec, encode_label, infer_label_spec, is_missing_label
-from modules.sampler import LengthGroupedSampler
+from modules.sampler import LengthGroupedSampler, ResumableDataLoader
 
 # Builder that reads each file extension; `.tsv` is read by the csv builder with a tab separator.
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
@@ -417,18 +417,25 @@ class HFDataModule(LightningDataModule):
             group_by_length=self.group_by_length,
             seed=self.seed,
         )
-        return DataLoader(
-            dataset.select_columns([c for c in dataset.column_names if c != "length"]),
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=self.collator(),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=bool(trainer and trainer.strategy.root_device.type == "cuda"),
+        kwargs = {
+            "batch_size": batch_size,
+            "sampler": sampler,
+            "collate_fn": self.collator(),
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": bool(trainer and trainer.strategy.root_device.type == "cuda"),
             # Its own generator: creating an iterator then draws no number from the global RNG, which would shift
             # the dropout masks of a resumed run against an uninterrupted one.
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
+        dataset = dataset.select_columns([c for c in dataset.column_names if c != "length"])
+        if train and trainer is not None:
+            return ResumableDataLoader(dataset, batches_done=self._train_batches_done, **kwargs)
+        return DataLoader(dataset, **kwargs)
+
+    def _train_batches_done(self) -> int:
+        # Batches the training loop has taken this epoch; the loader's own count would include the prefetched ones.
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -262,6 +262,10 @@ class TransformerModule(LightningModule):
             groups, lr=self.hparams.learning_rate, fused=fused, foreach=None if fused else True
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        if self.trainer.ckpt_path:
+            # The estimate built the training loader before the checkpoint's loop state was restored, and Lightning
+            # restores a loader's position only when it builds the loader: let the fit loop build it again.
+            self.trainer.fit_loop._combined_loader = None
         warmup = int(total * self.hparams.warmup_ratio)
 
         def schedule(step: int) -> float:
@@ -296,10 +300,11 @@ class TransformerModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.model is None:
             self._set_model(model_from_config(checkpoint["hf_config"]))
-        # Applied when training resumes, not now, so nothing run in between (sanity check, user hooks) shifts it.
+        # Applied right before the first resumed step, not now, so nothing run in between (sanity check, user
+        # hooks) shifts it; that also holds for a checkpoint saved mid-epoch.
         self._resume_rng_states = checkpoint.get("rng_states")
 
-    def on_train_epoch_start(self) -> None:
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         states, self._resume_rng_states = getattr(self, "_resume_rng_states", None), None
         if states:
             torch.set_rng_state(states["torch"])

@@ -37,6 +37,19 @@ def tiny_distilbert(tiny_model, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_no_dropout(tiny_model, tmp_path_factory) -> Path:
+    """The tiny BERT with dropout off: runs that must match to the last bit whatever RNG each process holds."""
+    folder = tmp_path_factory.mktemp("models") / "tiny-bert-no-dropout"
+    folder.mkdir()
+    for path in tiny_model.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def reviews_dir(tmp_path_factory) -> Path:
     """A learnable sentiment dataset in Hub layout (parquet, `neg`/`pos` ClassLabel): 400/100/100 rows."""
     return write_reviews(tmp_path_factory.mktemp("data") / "reviews", {"train": 400, "validation": 100, "test": 100})

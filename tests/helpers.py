@@ -79,3 +79,52 @@ class StopAfterFirstEpoch(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         trainer.should_stop = True
+
+
+class StopAtStep(Callback):
+    """Request Lightning's graceful stop (what SIGTERM does) once `step` optimizer steps are done: an interruption in
+    the middle of an epoch, in-process."""
+
+    def __init__(self, step: int = 7) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            trainer._signal_connector.received_sigterm = True
+
+
+class LossRecorder(Callback):
+    """Write the global mean training loss of every step (averaged over ranks) to `path` as JSON, from rank 0."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.strategy.reduce(outputs["loss"].detach().clone(), reduce_op="mean")
+        self.losses.append(float(loss))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            Path(self.path).write_text(json.dumps(self.losses))
+
+
+class RankDecisions(Callback):
+    """Write what each rank decided at the end of `fit` (stop epoch, best checkpoint, monitored values) to
+    `<folder>/rank<N>.json`, to check that all ranks agree."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        early_stopping = trainer.early_stopping_callback
+        checkpoint = trainer.checkpoint_callback
+        record = {
+            "current_epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "stopped_epoch": early_stopping.stopped_epoch if early_stopping else None,
+            "best_model_path": checkpoint.best_model_path if checkpoint else None,
+            "best_model_score": float(checkpoint.best_model_score) if checkpoint else None,
+            "val_loss": float(trainer.callback_metrics["val_loss"]),
+        }
+        Path(self.folder, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -58,3 +58,39 @@ def test_evaluation_sees_each_row_once_sorted_by_length(world):
     for s in samplers:
         rank_lengths = [lengths[i] for i in s]
         assert rank_lengths == sorted(rank_lengths, reverse=True)
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_two_ranks_share_out_the_single_process_batches(group_by_length):
+    # One process with batch 32 and two with batch 16 take the same rows at every step: the same global batch size
+    # gives the same training run, whatever the number of processes.
+    lengths = _lengths(1000)
+    single = _rank_batches(LengthGroupedSampler(lengths, 32, seed=5, group_by_length=group_by_length))
+    ranks = [
+        _rank_batches(LengthGroupedSampler(lengths, 16, 2, r, seed=5, group_by_length=group_by_length))
+        for r in range(2)
+    ]
+    assert len(single) == len(ranks[0]) == len(ranks[1])
+    for step, batch in enumerate(single):
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(batch)
+
+
+def test_uneven_rows_give_every_rank_the_same_step_count():
+    # 37 rows, 4 ranks of batch 4: 2 full global batches and 5 rows left, split 2/1/1/1.
+    samplers = [LengthGroupedSampler(_lengths(37), 4, num_replicas=4, rank=r) for r in range(4)]
+    per_rank = [s.rank_batches() for s in samplers]
+    assert [len(b) for b in per_rank] == [3, 3, 3, 3]
+    assert [len(b[-1]) for b in per_rank] == [2, 1, 1, 1]
+    assert sorted(i for b in per_rank for batch in b for i in batch) == list(range(37))
+
+
+def test_resume_skips_the_batches_done_in_that_epoch_only():
+    sampler = LengthGroupedSampler(_lengths(200), 16, seed=2)
+    sampler.set_epoch(3)
+    batches = sampler.rank_batches()
+    sampler.resume_at(epoch=3, batches_done=5)
+    assert len(sampler) == 200  # Lightning counts the whole epoch; it knows 5 batches are done
+    assert list(sampler) == [i for b in batches[5:] for i in b]
+    assert list(sampler) == [i for b in batches for i in b]  # the skip applies once
+    sampler.resume_at(epoch=2, batches_done=5)  # saved at the end of epoch 2: epoch 3 starts from its beginning
+    assert list(sampler) == [i for b in batches for i in b]
