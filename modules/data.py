@@ -7,13 +7,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
 from datasets.exceptions import DatasetGenerationError
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from modules.collate import PaddingCollator
 from modules.errors import HFLightningError
@@ -170,7 +171,8 @@ class HFDataModule(LightningDataModule):
         label_spec = self._label_spec(raw)
         splits = self._select_splits(raw, wanted)
         datasets, label_counts, predict_raw = {}, None, None
-        max_length = self._effective_max_length(tokenizer)
+        model_config = AutoConfig.from_pretrained(self.model_name_or_path)
+        max_length = self._effective_max_length(tokenizer, model_config)
         for name, split in splits.items():
             labeled = name != "predict"
             if not labeled:
@@ -180,6 +182,7 @@ class HFDataModule(LightningDataModule):
             if labeled and label_spec is None:
                 raise HFLightningError(f"the {name} split has labels but no train split to learn label names from.")
             datasets[name] = self._tokenize(split, name, tokenizer, max_length, label_spec if labeled else None)
+            self._check_token_ids(datasets[name], name, model_config)
             if name == "train":
                 label_counts = _label_counts(datasets[name]["labels"][:], label_spec)
         return {
@@ -354,11 +357,10 @@ class HFDataModule(LightningDataModule):
         return split.add_column("labels", labels)
 
     # ------------------------------------------------------------------------------------------- tokenization
-    def _effective_max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
+    def _effective_max_length(self, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> int:
         limits = []
         if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
             limits.append(tokenizer.model_max_length)
-        config = AutoConfig.from_pretrained(self.model_name_or_path)
         for attribute in ("max_position_embeddings", "n_positions"):
             value = getattr(config, attribute, None)
             if isinstance(value, int) and value > 0:
@@ -369,6 +371,21 @@ class HFDataModule(LightningDataModule):
             rank_zero_warn(f"--data.max_length {self.max_length} is longer than the model accepts; using {limit}.")
             return limit
         return self.max_length
+
+    def _check_token_ids(self, split: Dataset, name: str, config: PretrainedConfig) -> None:
+        # A tokenizer bigger than the model's embedding table gives ids the model cannot look up: an "index out of
+        # range" deep in the first step (transformers#13239). Checked on the ids the data really produced.
+        vocab_size = getattr(config, "vocab_size", None)
+        if not isinstance(vocab_size, int) or len(split) == 0:
+            return
+        largest = pc.max(pc.list_flatten(split.data.column("input_ids"))).as_py()
+        if largest is not None and largest >= vocab_size:
+            raise HFLightningError(
+                f"the tokenizer {self.tokenizer_name_or_path} produced token id {largest} in the {name} split, but the "
+                f"model {self.model_name_or_path} has only {vocab_size} token embeddings (vocab_size). Use the "
+                "tokenizer saved with the model (leave --data.tokenizer_name_or_path unset) or a model trained with "
+                "this tokenizer."
+            )
 
     def _tokenize(
         self, split: Dataset, name: str, tokenizer: PreTrainedTokenizerBase, max_length: int, spec: LabelSpec | None

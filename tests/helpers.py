@@ -7,13 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 from lightning.pytorch import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_base_config(tmp_path: Path, model: Path, **overrides) -> Path:
+def write_base_config(tmp_path: Path, model_path: Path, **overrides) -> Path:
     """A small run config: CPU, CSV logs under tmp_path, best-by-val_loss and last checkpoints, no progress bar."""
     config = {
         "seed_everything": 42,
@@ -34,7 +35,7 @@ def write_base_config(tmp_path: Path, model: Path, **overrides) -> Path:
                 }
             ],
         },
-        "model": {"model_name_or_path": str(model), "learning_rate": 3e-3},
+        "model": {"model_name_or_path": str(model_path), "learning_rate": 3e-3},
         "data": {"batch_size": 16},
         "export": {"enabled": False},
     }
@@ -128,3 +129,15 @@ class RankDecisions(Callback):
             "val_loss": float(trainer.callback_metrics["val_loss"]),
         }
         Path(self.folder, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class OutOfMemoryAtStep(Callback):
+    """Raise the error an exhausted accelerator raises, before training step `step` (default: the second epoch's
+    fourth)."""
+
+    def __init__(self, step: int = 28) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

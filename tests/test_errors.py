@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import run_subprocess, write_base_config
+from helpers import ROOT, run_dir, run_subprocess, write_base_config
 from main import cli_main
 from modules.errors import HFLightningError
 
@@ -159,3 +159,46 @@ def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(tmp_path, tiny_model
     # The first step (finite loss) blows the weights up; every later loss is NaN and its update is dropped.
     assert cli.trainer.current_epoch == 1
     assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+
+
+def test_tokenizer_bigger_than_the_model_vocabulary(tmp_path, tiny_model, reviews_dir):
+    # The model's config says 20 embeddings; the tokenizer makes ids up to ~100. Caught on the tokenized data,
+    # before the model is loaded (its weights would not even fit this config).
+    folder = tmp_path / "small-vocab"
+    folder.mkdir()
+    for path in tiny_model.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 20}))
+    base = write_base_config(tmp_path, folder, data={"dataset": str(reviews_dir)})
+    with pytest.raises(HFLightningError, match=r"token id \d+ in the train split.*only 20 token embeddings"):
+        cli_main(["fit", "--config", str(base)])
+
+
+def test_all_empty_texts(tmp_path, tiny_model, review_rows):
+    paths = {}
+    for seed, (split, n) in enumerate({"train": 32, "validation": 16}.items()):
+        rows = review_rows(n, seed)
+        if split == "train":
+            rows = [{**row, "text": ""} for row in rows]
+        paths[split] = tmp_path / f"{split}.jsonl"
+        pd.DataFrame(rows).to_json(paths[split], orient="records", lines=True)
+    with pytest.raises(HFLightningError, match=r"train split"):
+        _fit(tmp_path, tiny_model, "--data.data_files", _files(paths))
+
+
+def test_unreadable_file_names_the_file(tmp_path, tiny_model, csv_splits):
+    csv_splits["train"].write_bytes(bytes(range(256)) * 40)  # not text: a binary file saved as .csv
+    with pytest.raises(HFLightningError, match=r"could not parse .*train.csv"):
+        _fit(tmp_path, tiny_model, "--data.data_files", _files(csv_splits))
+
+
+def test_out_of_memory_prints_the_hint_and_keeps_the_last_checkpoint(tmp_path, tiny_model, reviews_dir):
+    # helpers.OutOfMemoryAtStep raises torch.OutOfMemoryError in the second epoch, after epoch 0's checkpoints.
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    args = ["fit", "--config", str(base), "--trainer.callbacks+=helpers.OutOfMemoryAtStep"]
+    result = run_subprocess(args, env={"PYTHONPATH": str(ROOT / "tests")})
+    assert result.returncode == 1
+    assert "error: out of memory" in result.stderr and "--trainer.accumulate_grad_batches" in result.stderr
+    last = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 25  # epoch 0's, whole
