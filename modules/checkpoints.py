@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from weakref import proxy
 
@@ -108,7 +109,44 @@ class RunCheckpoint(ModelCheckpoint):
     - Files are written next to their final name and renamed into place, so a kill at any moment (SIGKILL, OOM
       killer) leaves every `.ckpt` whole. Lightning stages the bytes in the system temp folder and *moves* them,
       which is a plain copy when that folder is on another file system.
+
+    Args:
+        last_every_n_train_steps: Also refresh `last.ckpt` every N optimizer steps (with `save_last`), apart from
+            the top-k choice: on machines that may vanish without warning (spot instances, SIGKILL), at most N steps
+            are lost. None: at epoch ends (and graceful stops) only.
+        **kwargs: `ModelCheckpoint`'s arguments.
     """
+
+    def __init__(self, *args, last_every_n_train_steps: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if last_every_n_train_steps is not None and last_every_n_train_steps < 1:
+            raise HFLightningError(f"last_every_n_train_steps must be >= 1, got {last_every_n_train_steps}.")
+        self.last_every_n_train_steps = last_every_n_train_steps
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # A resumed run logs into a new version folder when its logger cannot append (CSVLogger), so `dirpath`
+        # changes and Lightning forgets the top-k: the resumed run would then call its first epoch "best" even when
+        # an earlier one was better. The run is the same one, so keep its top-k while those files exist.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The dirpath has changed")
+            super().load_state_dict(state_dict)
+        best_k = {path: score for path, score in state_dict.get("best_k_models", {}).items() if os.path.isfile(path)}
+        if state_dict.get("dirpath", self.dirpath) != self.dirpath and best_k:
+            self.best_k_models = best_k
+            self.best_model_score = state_dict["best_model_score"]
+            self.kth_best_model_path = state_dict.get("kth_best_model_path", "")
+            self.kth_value = state_dict.get("kth_value", self.kth_value)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        every = self.last_every_n_train_steps
+        if (
+            every
+            and self.save_last
+            and trainer.global_step % every == 0
+            and not self._should_skip_saving_checkpoint(trainer)
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

@@ -74,7 +74,8 @@ def test_labels_reach_the_model_config(tmp_path, tiny_model, reviews_dir):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path, tiny_model, reviews_dir):
-    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir), "batch_size": 8})
+    data, trainer = {"dataset": str(reviews_dir), "batch_size": 8}, {"max_epochs": 3}
+    base = write_base_config(tmp_path, tiny_model, data=data, trainer=trainer, model={"learning_rate": 1e-2})
     args = ["--config", str(base), "--trainer.strategy", "ddp", "--trainer.devices", "2"]
     fit = run_subprocess(["fit", *args], timeout=300)
     assert fit.returncode == 0, fit.stderr[-3000:]

@@ -43,7 +43,18 @@ def test_resume_at_epoch_boundary_matches_uninterrupted(tmp_path, tiny_model, re
     cli_main(["fit", "--config", str(split), "--trainer.callbacks+=helpers.StopAfterFirstEpoch"])
     assert _last(tmp_path / "split", 0)["epoch"] == 0  # stopped after the first epoch
     cli_main(["fit", "--config", str(split), "--ckpt_path", "last"])
-    _assert_same_training_state(_last(tmp_path / "split", 1), _last(tmp_path / "whole", 0))
+    resumed, expected = _last(tmp_path / "split", 1), _last(tmp_path / "whole", 0)
+    _assert_same_training_state(resumed, expected)
+    # The top-k choice spans the whole run, although the resumed part logs into a new version folder.
+    assert _checkpoint_state(resumed)["best_model_score"] == _checkpoint_state(expected)["best_model_score"]
+    assert (
+        Path(_checkpoint_state(resumed)["best_model_path"]).name
+        == Path(_checkpoint_state(expected)["best_model_path"]).name
+    )
+
+
+def _checkpoint_state(checkpoint: dict) -> dict:
+    return next(v for k, v in checkpoint["callbacks"].items() if k.startswith("RunCheckpoint"))
 
 
 def test_resume_mid_epoch_matches_uninterrupted(tmp_path, tiny_model, reviews_dir):
@@ -154,12 +165,11 @@ def test_signal_stops_with_a_checkpoint_of_the_step_and_resume_completes(
 
 @pytest.mark.slow
 def test_sigkill_during_frequent_checkpointing_leaves_every_checkpoint_loadable(tmp_path, tiny_model, reviews_dir):
-    # A checkpoint every step, and a SIGKILL at a random moment, three times over; then resume to the end.
+    # last.ckpt rewritten every step, the best by val_loss at epoch ends, and a SIGKILL at a random moment, three
+    # times over; then resume to the end.
     folder = tmp_path / "ckpts"
-    callback = {
-        "class_path": "modules.checkpoints.RunCheckpoint",
-        "init_args": {"dirpath": str(folder), "every_n_train_steps": 1, "save_top_k": -1, "save_last": True},
-    }
+    init_args = {"dirpath": str(folder), "monitor": "val_loss", "save_last": True, "last_every_n_train_steps": 1}
+    callback = {"class_path": "modules.checkpoints.RunCheckpoint", "init_args": init_args}
     trainer = {"max_epochs": 4, "callbacks": [callback]}
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer=trainer)
     pause = random.Random(0)
