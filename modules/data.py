@@ -475,7 +475,22 @@ class HFDataModule(LightningDataModule):
             "max_length": self.max_length,
             "task": spec.task if spec else None,
             "label_names": list(spec.names) if spec else None,
+            "global_batch_size": self._global_batch_size(),
         }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # The training loader's saved position counts batches: with another global batch size a resumed run takes
+        # other rows for the rest of the epoch (and another schedule) than the run that was interrupted.
+        saved, current = state_dict.get("global_batch_size"), self._global_batch_size()
+        if saved and saved != current and self.trainer and self.trainer.state.fn == "fit":
+            rank_zero_warn(
+                f"resuming with a global batch of {current} rows (--data.batch_size x devices), but the checkpoint "
+                f"was trained with {saved}: the rest of the run will not match the one that was interrupted. Resume "
+                "with the same --data.batch_size and --trainer.devices to continue it exactly."
+            )
+
+    def _global_batch_size(self) -> int:
+        return self.batch_size * (self.trainer.world_size if self.trainer else 1)
 
 
 def _as_list(value: object) -> list:

@@ -75,6 +75,16 @@ def test_resume_mid_epoch_matches_uninterrupted(tmp_path, tiny_model, reviews_di
     assert epoch_metrics(tmp_path / "split", "val_loss", 1) == epoch_metrics(tmp_path / "whole", "val_loss")
 
 
+def test_resume_with_another_batch_size_warns(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
+    cli_main(["fit", "--config", str(base)])
+    with pytest.warns(UserWarning, match=r"global batch of 8 rows .* trained with 16"):
+        cli_main(
+            ["fit", "--config", str(base), "--ckpt_path", "last", "--trainer.max_epochs", "2"]
+            + ["--data.batch_size", "8"]
+        )
+
+
 def test_checkpoints_load_weights_only_with_primitive_hparams(tmp_path, tiny_model, reviews_dir):
     # LightningCLI itself loads `--ckpt_path` with weights_only=True: anything else in a checkpoint breaks `test`.
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
