@@ -11,10 +11,17 @@ from pathlib import Path
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from modules.checkpoints import checkpoint_search_root, find_checkpoint, load_checkpoint, run_folder, run_version
+from modules.checkpoints import (
+    checkpoint_search_root,
+    find_checkpoint,
+    load_checkpoint,
+    log_folder,
+    run_folder,
+    run_version,
+)
 from modules.data import HFDataModule
 from modules.errors import HFLightningError
 from modules.export import HFExport, write_model_card
@@ -23,12 +30,29 @@ from modules.predictions import PredictionWriter
 
 
 class SaveRunConfig(SaveConfigCallback):
-    """Save the resolved config in the run folder: `config.yaml` for fit, `config_<command>.yaml` for the others."""
+    """Save the resolved config in the run folder (`config.yaml` for fit, `config_<command>.yaml` for the others) and
+    hand it to MLflow as an artifact of the run.
+
+    Lightning's own callback writes to `trainer.log_dir`, which for MLflow is one folder shared by every run (the file
+    store) or None (a database): the second run clashes (Lightning #20184) or the first one fails. `log_folder` is
+    per run for every logger.
+    """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
         if stage != "fit":
             self.config_filename = f"config_{trainer.state.fn.value}.yaml"
-        super().setup(trainer, pl_module, stage)
+        folder = log_folder(trainer)  # on every rank: a collective
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / self.config_filename
+            self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+            for logger in trainer.loggers:
+                if isinstance(logger, MLFlowLogger):
+                    logger.experiment.log_artifact(logger.run_id, str(path))
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
 class HFLightningCLI(LightningCLI):

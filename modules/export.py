@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from transformers import AutoTokenizer
 
-from modules.checkpoints import load_checkpoint
+from modules.checkpoints import load_checkpoint, log_folder
 from modules.lora import parameter_counts
 from modules.model import trained_model
 
@@ -125,7 +125,7 @@ class HFExport(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         callback = trainer.checkpoint_callback
         checkpoint = (callback.best_model_path or callback.last_model_path) if callback else ""
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # on every rank: `log_dir` is a collective
+        run_dir = log_folder(trainer)  # on every rank: a collective
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             datamodule = trainer.datamodule
