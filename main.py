@@ -7,9 +7,11 @@ python main.py test --config configs/bert.yaml --ckpt_path best
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -27,6 +29,7 @@ from modules.errors import HFLightningError
 from modules.export import HFExport, write_model_card
 from modules.model import TransformerModule
 from modules.predictions import PredictionWriter
+from modules.progress import default_progress_bar
 
 
 class SaveRunConfig(SaveConfigCallback):
@@ -61,6 +64,17 @@ class HFLightningCLI(LightningCLI):
         parser.link_arguments("model.model_name_or_path", "data.model_name_or_path")
         parser.add_lightning_class_args(HFExport, "export")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # Lightning's default bar is Rich's everywhere; in a log file its redraws pile up. A progress bar the config
+        # names, `enable_progress_bar: false` or `barebones` win over our default.
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = kwargs.get("callbacks", config.get("callbacks")) or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        wanted = config.get("enable_progress_bar") is not False and not config.get("barebones")
+        if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, default_progress_bar()]
+        return super().instantiate_trainer(**kwargs)
 
     def _parse_ckpt_path(self) -> None:
         # `--ckpt_path best|last` in a separate command: find the file of this config's most recent fit run.
