@@ -30,6 +30,7 @@ from modules.export import HFExport, write_model_card
 from modules.model import TransformerModule
 from modules.predictions import PredictionWriter
 from modules.progress import default_progress_bar
+from modules.report import TestReport
 
 
 class SaveRunConfig(SaveConfigCallback):
@@ -64,6 +65,7 @@ class HFLightningCLI(LightningCLI):
         parser.link_arguments("model.model_name_or_path", "data.model_name_or_path")
         parser.add_lightning_class_args(HFExport, "export")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(TestReport, "report")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         # Lightning's default bar is Rich's everywhere; in a log file its redraws pile up. A progress bar the config

@@ -260,7 +260,9 @@ class TransformerModule(LightningModule):
         # torchmetrics has already reduced across processes (every row counted once), so all ranks agree.
         values = {f"{prefix}_loss": loss_metric.compute()}
         for name, value in metrics.compute().items():
-            if value.ndim == 0:
+            if value.ndim == 2:  # the confusion matrix: for the test report (modules/report.py), not a scalar to log
+                setattr(self, f"{prefix}_confusion_matrix", value.cpu())
+            elif value.ndim == 0:
                 values[f"{prefix}_{name}"] = value
             else:  # per-class vector: one scalar per label name
                 for label, v in zip(self.hparams.label_names, value):

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from transformers import AutoModel
@@ -86,6 +87,8 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_model, reviews_dir):
     test = run_subprocess(["test", *args, "--ckpt_path", "best"], timeout=300)
     assert test.returncode == 0, test.stderr[-3000:]
     assert read_metrics(run_dir(tmp_path) / "test_metrics.json")["test_acc"] > 0.8
+    supports = pd.read_csv(run_dir(tmp_path) / "test_per_class.csv")["support"]
+    assert supports.sum() == 100  # the confusion matrix counts each test row once across both processes
 
 
 def test_environment_variables_set_options(tmp_path, tiny_model, reviews_dir, monkeypatch):
