@@ -129,7 +129,7 @@ class HFExport(Callback):
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             datamodule = trainer.datamodule
-            trainable, total = parameter_counts(pl_module)
+            trainable, total = getattr(pl_module, "parameter_counts", None) or parameter_counts(pl_module)
             summary = {
                 "base_model": pl_module.hparams.model_name_or_path,
                 "dataset": datamodule.dataset or datamodule.data_files,

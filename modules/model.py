@@ -90,6 +90,10 @@ class TransformerModule(LightningModule):
         self._input_names: tuple[str, ...] = ()
         # The CLI sets this when `--ckpt_path` will overwrite the weights: then only the architecture is built.
         self.weights_from_checkpoint = False
+        if lora_r:
+            # LoRA checkpoints hold only the trained tensors, so Lightning must not ask for the frozen ones (FSDP loads
+            # through its own path); `_check_trained_keys` is strict about the trained ones instead.
+            self.strict_loading = False
 
     @property
     def task(self) -> str | None:
@@ -170,9 +174,10 @@ class TransformerModule(LightningModule):
             model, hp.lora_target_modules = apply_lora(
                 model, hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.lora_target_modules, initialized or ()
             )
-            trainable, total = parameter_counts(model)
-            if rank_zero_only.rank == 0:
-                print(f"LoRA: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+        # Counted now: once FSDP has wrapped the model, each process sees only its shard.
+        self.parameter_counts = trainable, total = parameter_counts(model)
+        if self.hparams.lora_r and rank_zero_only.rank == 0:
+            print(f"LoRA: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
         if self.hparams.compile:
             model.compile()  # in place: parameter names (and checkpoint keys) stay free of `_orig_mod.`
         self.model = model
@@ -314,7 +319,15 @@ class TransformerModule(LightningModule):
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
     ) -> None:
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and not self._loss_scaled():
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        by_norm = gradient_clip_val and gradient_clip_algorithm in (None, "norm")
+        root = self.trainer.strategy.model
+        if by_norm and isinstance(root, FullyShardedDataParallel):
+            # Each process holds a shard of each gradient: FSDP's own clipping reduces the norm across them (Lightning's
+            # FSDP precision plugin refuses to clip by norm; torch.nn.utils would clip each shard by its own norm).
+            root.clip_grad_norm_(gradient_clip_val)
+        elif by_norm and not self._loss_scaled():
             # Lightning's mixed-precision plugin refuses to clip for fused optimizers. Without a loss scaler (fp32,
             # bf16) the gradients are the true ones, so clipping here is exact, and stays on the device (no sync).
             torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
@@ -348,23 +361,31 @@ class TransformerModule(LightningModule):
             self._set_model(*self._pretrained(config=_config_from_dict(checkpoint["hf_config"])))
         elif self.model is None:
             self._set_model(model_from_config(checkpoint["hf_config"]))
+        if self.hparams.lora_r and "state_dict" in checkpoint:  # FSDP has loaded and removed it already
+            self._check_trained_keys(checkpoint["state_dict"])
         # Applied when training resumes, not now, so nothing run in between (sanity check, user hooks) shifts it.
         self._resume_rng_states = checkpoint.get("rng_states")
+
+    def _check_trained_keys(self, state_dict: dict) -> None:
+        """A LoRA checkpoint must hold exactly the trained tensors: a missing adapter would silently stay untrained."""
+        trained = self.trained_keys()
+        missing = [k for k in trained if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in set(trained)]
+        if trained and (missing or unexpected):
+            raise HFLightningError(
+                f"the checkpoint does not fit this LoRA model: it lacks {len(missing)} trained tensors {missing[:3]} "
+                f"and has {len(unexpected)} unknown ones {unexpected[:3]}. Use the --model.model_name_or_path and "
+                "--model.lora_* values it was trained with."
+            )
 
     def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False) -> _IncompatibleKeys:
         if not self.hparams.lora_r:
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        # A LoRA checkpoint holds only the trained tensors: the frozen ones stay as `model_name_or_path` gave them,
-        # and strictness applies to the trained ones (a missing adapter is an error, not a silently untrained one).
+        # The frozen tensors stay as `model_name_or_path` gave them; strictness applies to the trained ones.
+        if strict:
+            self._check_trained_keys(state_dict)
         keys = super().load_state_dict(state_dict, strict=False, assign=assign)
-        keys = keys._replace(missing_keys=[k for k in self.trained_keys() if k not in state_dict])
-        if strict and (keys.missing_keys or keys.unexpected_keys):
-            raise HFLightningError(
-                f"the checkpoint does not fit this LoRA model: it lacks {len(keys.missing_keys)} trained tensors "
-                f"{keys.missing_keys[:3]} and has {len(keys.unexpected_keys)} unknown ones {keys.unexpected_keys[:3]}. "
-                "Use the --model.model_name_or_path and --model.lora_* values it was trained with."
-            )
-        return keys
+        return keys._replace(missing_keys=[k for k in self.trained_keys() if k not in state_dict])
 
     def on_train_epoch_start(self) -> None:
         states, self._resume_rng_states = getattr(self, "_resume_rng_states", None), None
