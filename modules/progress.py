@@ -83,11 +83,12 @@ class LogProgress(ProgressBar):
         if self.refresh_rate > 0 and self._due(batch_idx, total):
             print(f"{stage} batch {batch_idx + 1}" + (f"/{total}" if math.isfinite(total) else ""), flush=True)
 
+    # (The base class's `total_*_batches_current_dataloader` need the bookkeeping of the batch-start hooks.)
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_batch_end("test", batch_idx, self.total_test_batches_current_dataloader)
+        self._eval_batch_end("test", batch_idx, trainer.num_test_batches[dataloader_idx])
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_batch_end("predict", batch_idx, self.total_predict_batches_current_dataloader)
+        self._eval_batch_end("predict", batch_idx, trainer.num_predict_batches[dataloader_idx])
 
 
 def _formatted(metrics: dict, prefix: str) -> list[str]:

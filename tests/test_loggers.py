@@ -76,4 +76,7 @@ def test_mlflow_runs_twice_in_the_same_folder(tmp_path, tiny_model, reviews_dir)
     newest = tmp_path / "mlflow" / experiment.experiment_id / ids[1]
     record = read_metrics(newest / "test_metrics.json")  # the best checkpoint of the newest run, in its folder
     assert 0 <= record["test_acc"] <= 1
-    assert len(client.search_runs([experiment.experiment_id])) == 3  # the test command is a run of its own
+    test_runs = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in ids]
+    assert len(test_runs) == 1  # the test command is a run of its own, with its config and the test report
+    artifacts = sorted(a.path for a in client.list_artifacts(test_runs[0].info.run_id))
+    assert artifacts == ["config_test.yaml", "test_confusion_matrix.png", "test_per_class.csv"]

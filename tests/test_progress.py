@@ -44,3 +44,15 @@ def test_progress_bar_choice(flags, terminal, expected, tmp_path, tiny_model, re
     args = ["--config", str(base), "--trainer.enable_progress_bar", "true", "--trainer.limit_val_batches", "1"]
     cli = cli_main(["validate", *args, *flags])
     assert type(cli.trainer.progress_bar_callback) is expected
+
+
+def test_plain_progress_lines_in_test_and_predict(tmp_path, tiny_model, reviews_dir, capsys):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
+    cli_main(["fit", "--config", str(base), "--trainer.limit_train_batches", "2"])
+    flags = ["--trainer.enable_progress_bar", "true", "--trainer.callbacks+=modules.progress.LogProgress"]
+    flags += ["--trainer.callbacks.refresh_rate", "2", "--data.eval_batch_size", "25", "--ckpt_path", "last"]
+    capsys.readouterr()
+    for stage in ("test", "predict"):  # 100 test rows in 4 batches: a line every 2 batches
+        cli_main([stage, "--config", str(base), *flags])
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{stage} batch")]
+        assert lines == [f"{stage} batch 2/4", f"{stage} batch 4/4"]
