@@ -7,29 +7,57 @@ python main.py test --config configs/bert.yaml --ckpt_path best
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from modules.checkpoints import checkpoint_search_root, find_checkpoint, load_checkpoint, run_folder, run_version
+from modules.checkpoints import (
+    checkpoint_search_root,
+    find_checkpoint,
+    load_checkpoint,
+    log_folder,
+    run_folder,
+    run_version,
+)
 from modules.data import HFDataModule
 from modules.errors import HFLightningError
 from modules.export import HFExport, write_model_card
 from modules.interrupts import stop_gracefully_on_ctrl_c
 from modules.model import TransformerModule
 from modules.predictions import PredictionWriter
+from modules.progress import default_progress_bar
+from modules.report import TestReport
 
 
 class SaveRunConfig(SaveConfigCallback):
-    """Save the resolved config in the run folder: `config.yaml` for fit, `config_<command>.yaml` for the others."""
+    """Save the resolved config in the run folder (`config.yaml` for fit, `config_<command>.yaml` for the others) and
+    hand it to MLflow as an artifact of the run.
+
+    Lightning's own callback writes to `trainer.log_dir`, which for MLflow is one folder shared by every run (the file
+    store) or None (a database): the second run clashes (Lightning #20184) or the first one fails. `log_folder` is
+    per run for every logger.
+    """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
         if stage != "fit":
             self.config_filename = f"config_{trainer.state.fn.value}.yaml"
-        super().setup(trainer, pl_module, stage)
+        folder = log_folder(trainer)  # on every rank: a collective
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / self.config_filename
+            self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+            for logger in trainer.loggers:
+                if isinstance(logger, MLFlowLogger):
+                    logger.experiment.log_artifact(logger.run_id, str(path))
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
 class HFLightningCLI(LightningCLI):
@@ -38,6 +66,18 @@ class HFLightningCLI(LightningCLI):
         parser.link_arguments("model.model_name_or_path", "data.model_name_or_path")
         parser.add_lightning_class_args(HFExport, "export")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(TestReport, "report")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # Lightning's default bar is Rich's everywhere; in a log file its redraws pile up. A progress bar the config
+        # names, `enable_progress_bar: false` or `barebones` win over our default.
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = kwargs.get("callbacks", config.get("callbacks")) or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        wanted = config.get("enable_progress_bar") is not False and not config.get("barebones")
+        if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, default_progress_bar()]
+        return super().instantiate_trainer(**kwargs)
 
     def _parse_ckpt_path(self) -> None:
         # `--ckpt_path best|last` in a separate command: find the file of this config's most recent fit run.

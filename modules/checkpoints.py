@@ -9,6 +9,7 @@ from weakref import proxy
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -26,10 +27,33 @@ def checkpoint_search_root(trainer_config: dict) -> Path:
     for logger in _as_list(trainer_config.get("logger")):
         if isinstance(logger, dict):
             init_args = logger.get("init_args") or {}
+            if str(logger.get("class_path", "")).endswith("MLFlowLogger"):
+                return _mlflow_root(init_args, root)
             save_dir = init_args.get("save_dir") or init_args.get("root_dir") or root
             name = init_args.get("name", "lightning_logs")
             return Path(save_dir) / (name or "")
     return root / "lightning_logs"
+
+
+def _mlflow_root(init_args: dict, default_root_dir: Path) -> Path:
+    """`<save dir>/<experiment id>`: where Lightning puts an MLflow run's checkpoints (`<run id>/checkpoints`).
+
+    The save dir is the file store's folder, or `default_root_dir` with a database tracking URI; the experiment id
+    is looked up by name in the tracking store.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = init_args.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = uri or f"file:{init_args.get('save_dir') or './mlruns'}"
+    name = init_args.get("experiment_name") or "lightning_logs"
+    experiment = MlflowClient(uri).get_experiment_by_name(name)
+    if experiment is None:
+        raise HFLightningError(
+            f"--ckpt_path: the MLflow experiment {name!r} does not exist in {uri}. Run `fit` with this config first, "
+            "or pass the checkpoint's path."
+        )
+    save_dir = Path(uri.removeprefix("file:")) if uri.startswith("file:") else default_root_dir
+    return save_dir / experiment.experiment_id
 
 
 def find_checkpoint(which: str, root: Path) -> Path:
@@ -79,17 +103,34 @@ def run_version(checkpoint: Path) -> int | None:
     return int(match.group(1)) if match and checkpoint.parent.name == "checkpoints" else None
 
 
-def run_folder(trainer) -> Path:
-    """Where a command's outputs go: the folder of the run whose checkpoint it loaded, else its own log folder.
+def log_folder(trainer) -> Path:
+    """This command's own run folder, the one that holds its `checkpoints/`, `config.yaml` and Hugging Face export.
 
-    Call it on every rank: under DDP `trainer.log_dir` broadcasts from rank 0.
+    TensorBoard and CSV: the logger's `log_dir`. Other loggers (MLflow, ...) have no local folder of their own:
+    Lightning's ModelCheckpoint then writes to `<save_dir or default_root_dir>/<name>/<version>` (for MLflow
+    `<default_root_dir>/<experiment id>/<run id>`), and so do we. No logger: `default_root_dir`.
+    Call it on every rank: it broadcasts from rank 0, where the logger knows its name and version.
     """
-    log_dir = trainer.log_dir
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if logger is None or isinstance(logger, TensorBoardLogger | CSVLogger):
+        return Path(trainer.log_dir)  # `default_root_dir` without a logger
+    folder = None
+    if trainer.is_global_zero:
+        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+        folder = str(Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version))
+    return Path(trainer.strategy.broadcast(folder))
+
+
+def run_folder(trainer) -> Path:
+    """Where a command's outputs go: the folder of the run whose checkpoint it loaded, else its own `log_folder`.
+
+    Call it on every rank (see `log_folder`).
+    """
     if trainer.ckpt_path:
         checkpoint = Path(trainer.ckpt_path)
         if checkpoint.parent.name == "checkpoints":
             return checkpoint.parent.parent
-    return Path(log_dir or trainer.default_root_dir)
+    return log_folder(trainer)
 
 
 def _as_list(value: object) -> list:

@@ -1,5 +1,7 @@
 """Export a checkpoint in Hugging Face format (config with label names, safetensors, tokenizer, model card).
 
+LoRA checkpoints are exported with the adapters merged into the base weights, so the folder is a plain model.
+
 After the fact: `python -m modules.export CHECKPOINT OUTPUT_DIR`. The folder then loads with
 `pipeline("text-classification", model=OUTPUT_DIR)` or `AutoModelForSequenceClassification.from_pretrained`.
 """
@@ -14,8 +16,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from transformers import AutoTokenizer
 
-from modules.checkpoints import load_checkpoint
-from modules.model import model_from_config
+from modules.checkpoints import load_checkpoint, log_folder
+from modules.lora import parameter_counts
+from modules.model import trained_model
 
 
 def export_checkpoint(
@@ -23,9 +26,7 @@ def export_checkpoint(
 ) -> Path:
     """Write the Hugging Face model and tokenizer of a Lightning checkpoint to `output_dir`; returns it."""
     state = load_checkpoint(checkpoint_path)
-    model = model_from_config(state["hf_config"])
-    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(weights)
+    model = trained_model(state)  # LoRA adapters merged in: a plain model that needs no peft to load
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     data_state = state.get("HFDataModule", {})
@@ -124,10 +125,11 @@ class HFExport(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         callback = trainer.checkpoint_callback
         checkpoint = (callback.best_model_path or callback.last_model_path) if callback else ""
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # on every rank: `log_dir` is a collective
+        run_dir = log_folder(trainer)  # on every rank: a collective
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             datamodule = trainer.datamodule
+            trainable, total = getattr(pl_module, "parameter_counts", None) or parameter_counts(pl_module)
             summary = {
                 "base_model": pl_module.hparams.model_name_or_path,
                 "dataset": datamodule.dataset or datamodule.data_files,
@@ -141,6 +143,8 @@ class HFExport(Callback):
                 "hardware": hardware(),
                 "epochs": trainer.current_epoch,
                 "global_step": trainer.global_step,
+                "parameters": total,
+                "trainable_parameters": trainable,
             }
             (run_dir / "fit_summary.json").write_text(json.dumps(summary, indent=2, default=str))
             if self.enabled and checkpoint and not trainer.interrupted:

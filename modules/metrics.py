@@ -3,6 +3,7 @@
 from torchmetrics import MeanSquaredError, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
 from torchmetrics.classification import (
     MulticlassAccuracy,
+    MulticlassConfusionMatrix,
     MulticlassF1Score,
     MulticlassPrecision,
     MulticlassRecall,
@@ -15,9 +16,9 @@ from modules.errors import HFLightningError
 def build_metrics(task: str, num_labels: int, threshold: float = 0.5, per_class: bool = False) -> MetricCollection:
     """Metrics of one stage; keys are the logged names without the `val_`/`test_` prefix.
 
-    Single-label: `acc` (micro accuracy) and `f1` (macro F1), plus per-class `precision`/`recall` vectors when
-    `per_class`. Multi-label: `f1_micro` and `f1_macro` at `threshold` on sigmoid outputs. Regression: `mse`,
-    `pearson`, `spearman`.
+    Single-label: `acc` (micro accuracy) and `f1` (macro F1), plus per-class `precision`/`recall` vectors and the
+    `confusion` matrix (rows: true label, columns: predicted) when `per_class`. Multi-label: `f1_micro` and
+    `f1_macro` at `threshold` on sigmoid outputs. Regression: `mse`, `pearson`, `spearman`.
     """
     if task == "single_label":
         metrics = {
@@ -27,6 +28,7 @@ def build_metrics(task: str, num_labels: int, threshold: float = 0.5, per_class:
         if per_class:
             metrics["precision"] = MulticlassPrecision(num_labels, average=None)
             metrics["recall"] = MulticlassRecall(num_labels, average=None)
+            metrics["confusion"] = MulticlassConfusionMatrix(num_labels)
         return MetricCollection(metrics)
     if task == "multi_label":
         return MetricCollection(

@@ -8,13 +8,16 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from torch.nn.modules.module import _IncompatibleKeys
 from torchmetrics import MeanMetric
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from modules.errors import HFLightningError
 from modules.hub import check_model_source
 from modules.labels import PROBLEM_TYPES, TASKS, LabelSpec
+from modules.lora import apply_lora, check_lora_args, initialized_modules, merge, parameter_counts
 from modules.metrics import build_metrics, check_monitors
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -25,7 +28,8 @@ class TransformerModule(LightningModule):
 
     The Hugging Face model is built in `configure_model`, once the data has told the task and the label names, so
     `num_labels`, `id2label` and `label2id` are never typed by the user. Checkpoints carry the model's config, so
-    `load_from_checkpoint` rebuilds the model without downloading anything.
+    `load_from_checkpoint` rebuilds the model without downloading anything. With LoRA (`lora_r` > 0) checkpoints hold
+    only the trained tensors (adapters and head), and reloading takes the frozen rest from `model_name_or_path`.
     """
 
     def __init__(
@@ -39,6 +43,10 @@ class TransformerModule(LightningModule):
         compile: bool = False,
         gradient_checkpointing: bool = False,
         nonfinite_loss: Literal["stop", "skip"] = "stop",
+        lora_r: int = 0,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.1,
+        lora_target_modules: list[str] | None = None,
         problem_type: Literal["single_label_classification", "multi_label_classification", "regression"] | None = None,
         label_names: list[str] | None = None,
     ) -> None:
@@ -63,15 +71,29 @@ class TransformerModule(LightningModule):
             nonfinite_loss: What a NaN/inf training loss does: `stop` ends the run with an error naming the step
                 (the checkpoints on disk stay as they were); `skip` drops that batch's update and goes on
                 (single process only: under DDP the other ranks would wait for it).
+            lora_r: LoRA rank. 0 fine-tunes every weight. 8 or 16 freezes the model and trains low-rank adapters on
+                `lora_target_modules` plus the classification head (~1% of a base model's parameters); checkpoints
+                then hold only those (reloading needs `model_name_or_path`), the Hugging Face export has the adapters
+                merged in, and learning rates around 5e-4 suit. Needs `pip install hf-lightning[lora]` (peft).
+            lora_alpha: LoRA scale numerator: the adapters' output is scaled by lora_alpha / lora_r (2 x r is common).
+            lora_dropout: Dropout on the adapters' input.
+            lora_target_modules: Names (or dotted name endings) of the linear layers to adapt, e.g. `[query, value]`.
+                None takes peft's default for the architecture (BERT/RoBERTa `query`, `value`; GPT-2 `c_attn`;
+                DistilBERT `q_lin`, `v_lin`); after the model is built it holds the names used.
             problem_type: Set from the data (`--data.task`); stored so checkpoints reload on their own.
             label_names: Set from the data; stored so checkpoints and exports keep the label names.
         """
         super().__init__()
+        check_lora_args(lora_r, lora_alpha, lora_dropout)
         self.save_hyperparameters()
         self.model: PreTrainedModel | None = None
         self._input_names: tuple[str, ...] = ()
         # The CLI sets this when `--ckpt_path` will overwrite the weights: then only the architecture is built.
         self.weights_from_checkpoint = False
+        if lora_r:
+            # LoRA checkpoints hold only the trained tensors, so Lightning must not ask for the frozen ones (FSDP loads
+            # through its own path); `_check_trained_keys` is strict about the trained ones instead.
+            self.strict_loading = False
 
     @property
     def task(self) -> str | None:
@@ -108,11 +130,12 @@ class TransformerModule(LightningModule):
             return  # standalone `load_from_checkpoint`: `on_load_checkpoint` builds the model from its config
         spec = self.label_spec()
         if self.model is None:
-            self._set_model(self._build(spec, from_checkpoint=self.weights_from_checkpoint))
+            self._set_model(*self._build(spec, from_checkpoint=self.weights_from_checkpoint))
         if not hasattr(self, "val_metrics"):
             self._build_metrics(spec)
 
-    def _build(self, spec: LabelSpec, from_checkpoint: bool) -> PreTrainedModel:
+    def _build(self, spec: LabelSpec, from_checkpoint: bool) -> tuple[PreTrainedModel, list[str]]:
+        """The model, and the names of the modules `from_pretrained` initialized at random."""
         if spec.task == "single_label" and spec.num_labels < 2:
             raise HFLightningError(f"single-label training needs at least 2 labels; the train split has {spec.names}.")
         name = self.hparams.model_name_or_path
@@ -123,25 +146,41 @@ class TransformerModule(LightningModule):
             "label2id": {n: i for i, n in enumerate(spec.names)},
             "problem_type": PROBLEM_TYPES[spec.task],
         }
-        if from_checkpoint:  # the weights come from the checkpoint: build the architecture only
+        if from_checkpoint and not self.hparams.lora_r:  # the checkpoint has every weight: the architecture will do
             model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(name, **labels))
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(name, ignore_mismatched_sizes=True, **labels)
+            initialized = []
+        else:  # LoRA checkpoints hold only the trained tensors: the frozen rest comes from the pretrained weights
+            model, initialized = self._pretrained(**labels)
         model.train()  # from_pretrained returns eval mode, and Lightning does not switch it back: dropout would be off
         tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
         if model.config.pad_token_id is None:
             # Decoder-only classifiers find each row's last real token through the pad id.
             model.config.pad_token_id = tokenizer.pad_token_id if tokenizer else model.config.eos_token_id
-        return model
+        return model, initialized
 
-    def _set_model(self, model: PreTrainedModel) -> None:
-        self.model = model
-        accepted = inspect.signature(model.forward).parameters
+    def _pretrained(self, **config_values) -> tuple[PreTrainedModel, list[str]]:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            self.hparams.model_name_or_path, ignore_mismatched_sizes=True, output_loading_info=True, **config_values
+        )
+        return model, initialized_modules(info)
+
+    def _set_model(self, model: PreTrainedModel, initialized: list[str] | None = None) -> None:
+        accepted = inspect.signature(model.forward).parameters  # of the Hugging Face model: peft's takes **kwargs
         self._input_names = tuple(k for k in _MODEL_INPUTS if k in accepted)
         if self.hparams.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.hparams.lora_r:
+            hp = self.hparams
+            model, hp.lora_target_modules = apply_lora(
+                model, hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.lora_target_modules, initialized or ()
+            )
+        # Counted now: once FSDP has wrapped the model, each process sees only its shard.
+        self.parameter_counts = trainable, total = parameter_counts(model)
+        if self.hparams.lora_r and rank_zero_only.rank == 0:
+            print(f"LoRA: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
         if self.hparams.compile:
             model.compile()  # in place: parameter names (and checkpoint keys) stay free of `_orig_mod.`
+        self.model = model
 
     def _build_metrics(self, spec: LabelSpec) -> None:
         threshold = self.hparams.threshold
@@ -226,7 +265,9 @@ class TransformerModule(LightningModule):
         # torchmetrics has already reduced across processes (every row counted once), so all ranks agree.
         values = {f"{prefix}_loss": loss_metric.compute()}
         for name, value in metrics.compute().items():
-            if value.ndim == 0:
+            if value.ndim == 2:  # the confusion matrix: for the test report (modules/report.py), not a scalar to log
+                setattr(self, f"{prefix}_confusion_matrix", value.cpu())
+            elif value.ndim == 0:
                 values[f"{prefix}_{name}"] = value
             else:  # per-class vector: one scalar per label name
                 for label, v in zip(self.hparams.label_names, value):
@@ -282,7 +323,15 @@ class TransformerModule(LightningModule):
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
     ) -> None:
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and not self._loss_scaled():
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        by_norm = gradient_clip_val and gradient_clip_algorithm in (None, "norm")
+        root = self.trainer.strategy.model
+        if by_norm and isinstance(root, FullyShardedDataParallel):
+            # Each process holds a shard of each gradient: FSDP's own clipping reduces the norm across them (Lightning's
+            # FSDP precision plugin refuses to clip by norm; torch.nn.utils would clip each shard by its own norm).
+            root.clip_grad_norm_(gradient_clip_val)
+        elif by_norm and not self._loss_scaled():
             # Lightning's mixed-precision plugin refuses to clip for fused optimizers. Without a loss scaler (fp32,
             # bf16) the gradients are the true ones, so clipping here is exact, and stays on the device (no sync).
             torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
@@ -290,19 +339,58 @@ class TransformerModule(LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # -------------------------------------------------------------------------------------- checkpointing
+    def trained_keys(self) -> list[str]:
+        """State-dict keys of the tensors training updates (all of them without LoRA)."""
+        return [name for name, parameter in self.named_parameters() if parameter.requires_grad]
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["hf_config"] = self.model.config.to_dict()
+        if self.hparams.lora_r:  # the frozen base weights are those of model_name_or_path: no need to store them
+            trained = set(self.trained_keys())
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
         # Lightning keeps no RNG state; without it a resumed run draws other dropout masks than an uninterrupted one.
         checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.model is None:
+        trained_r = checkpoint.get("hyper_parameters", {}).get("lora_r", 0)
+        if trained_r != self.hparams.lora_r:  # the CLI takes it from the checkpoint; a hand-built module may not
+            raise HFLightningError(
+                f"the checkpoint was trained with --model.lora_r {trained_r} but this run sets {self.hparams.lora_r}: "
+                "pass the value it was trained with."
+            )
+        if self.model is None and self.hparams.lora_r:  # standalone load: frozen base from the pretrained weights
+            check_model_source(self.hparams.model_name_or_path, "--model.model_name_or_path")
+            self._set_model(*self._pretrained(config=_config_from_dict(checkpoint["hf_config"])))
+        elif self.model is None:
             self._set_model(model_from_config(checkpoint["hf_config"]))
+        if self.hparams.lora_r and "state_dict" in checkpoint:  # FSDP has loaded and removed it already
+            self._check_trained_keys(checkpoint["state_dict"])
         # Applied right before the first resumed step, not now, so nothing run in between (sanity check, user
         # hooks) shifts it; that also holds for a checkpoint saved mid-epoch.
         self._resume_rng_states = checkpoint.get("rng_states")
+
+    def _check_trained_keys(self, state_dict: dict) -> None:
+        """A LoRA checkpoint must hold exactly the trained tensors: a missing adapter would silently stay untrained."""
+        trained = self.trained_keys()
+        missing = [k for k in trained if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in set(trained)]
+        if trained and (missing or unexpected):
+            raise HFLightningError(
+                f"the checkpoint does not fit this LoRA model: it lacks {len(missing)} trained tensors {missing[:3]} "
+                f"and has {len(unexpected)} unknown ones {unexpected[:3]}. Use the --model.model_name_or_path and "
+                "--model.lora_* values it was trained with."
+            )
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False) -> _IncompatibleKeys:
+        if not self.hparams.lora_r:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        # The frozen tensors stay as `model_name_or_path` gave them; strictness applies to the trained ones.
+        if strict:
+            self._check_trained_keys(state_dict)
+        keys = super().load_state_dict(state_dict, strict=False, assign=assign)
+        return keys._replace(missing_keys=[k for k in self.trained_keys() if k not in state_dict])
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         states, self._resume_rng_states = getattr(self, "_resume_rng_states", None), None
@@ -318,8 +406,20 @@ def _as_tuple(value: object) -> object:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def _config_from_dict(config: dict) -> PretrainedConfig:
+    values = dict(config)
+    return CONFIG_MAPPING[values.pop("model_type")].from_dict(values)
+
+
 def model_from_config(config: dict) -> PreTrainedModel:
     """An untrained model of the architecture and labels a checkpoint's `hf_config` describes (no download)."""
-    values = dict(config)
-    config_class = CONFIG_MAPPING[values.pop("model_type")]
-    return AutoModelForSequenceClassification.from_config(config_class.from_dict(values))
+    return AutoModelForSequenceClassification.from_config(_config_from_dict(config))
+
+
+def trained_model(checkpoint: dict) -> PreTrainedModel:
+    """The Hugging Face model a loaded checkpoint holds, as a plain model: LoRA adapters are merged in."""
+    accepted = inspect.signature(TransformerModule.__init__).parameters  # LightningCLI also stores `_instantiator`
+    module = TransformerModule(**{k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted})
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    return merge(module.model) if module.hparams.lora_r else module.model

@@ -10,9 +10,18 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import pytest
 import torch
-from transformers import DistilBertConfig, DistilBertForSequenceClassification
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    BertForSequenceClassification,
+    BertModel,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
 
-from modules.demo import reviews, write_reviews, write_tiny_bert
+from modules.demo import NEGATIVE, POSITIVE, reviews, vocabulary, write_reviews, write_tiny_bert
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +55,44 @@ def tiny_model_no_dropout(tiny_model, tmp_path_factory) -> Path:
     config = json.loads((folder / "config.json").read_text())
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
     (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    """A 2-layer GPT-2 classifier and a word-level tokenizer with an end-of-text token and, like GPT-2, no pad."""
+    folder = tmp_path_factory.mktemp("models") / "tiny-gpt2"
+    words = ["<|endoftext|>"] + [w for w in vocabulary() if not w.startswith("[")]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<|endoftext|>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", model_max_length=128)
+    assert wrapped.pad_token is None
+    wrapped.save_pretrained(folder)
+    config = GPT2Config(vocab_size=len(words), n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    torch.manual_seed(0)
+    GPT2ForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_body(tiny_model, tmp_path_factory) -> Path:
+    """The tiny BERT's body alone (no pooler, no head), as pretrained checkpoints ship, with the sentiment words'
+    embeddings pushed apart along one direction: a stand-in for pretraining, so that frozen weights carry signal.
+
+    Fine-tuning it builds the pooler and the classifier from scratch (`from_pretrained` reports both missing).
+    """
+    folder = tmp_path_factory.mktemp("models") / "tiny-body"
+    full = BertForSequenceClassification.from_pretrained(tiny_model)
+    body = BertModel(full.config, add_pooling_layer=False)
+    body.load_state_dict({k: v for k, v in full.bert.state_dict().items() if not k.startswith("pooler.")})
+    ids = {word: i for i, word in enumerate(vocabulary())}
+    direction = torch.randn(full.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for words, sign in ((POSITIVE, 1.0), (NEGATIVE, -1.0)):
+            body.embeddings.word_embeddings.weight[[ids[w] for w in words]] += sign * direction / direction.norm()
+    body.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((tiny_model / name).read_bytes())
     return folder
 
 

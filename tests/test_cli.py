@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from transformers import AutoModel
@@ -29,7 +30,7 @@ def test_print_config_round_trip(tmp_path, tiny_model, reviews_dir, capsys):
     assert yaml.safe_load((run_dir(tmp_path) / "config.yaml").read_text())["model"]["learning_rate"] == 3e-3
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(ROOT / "configs")) for p in ROOT.glob("configs/**/*.yaml")))
 def test_shipped_config_parses(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
@@ -87,6 +88,8 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_model, reviews_dir):
     test = run_subprocess(["test", *args, "--ckpt_path", "best"], timeout=300)
     assert test.returncode == 0, test.stderr[-3000:]
     assert read_metrics(run_dir(tmp_path) / "test_metrics.json")["test_acc"] > 0.8
+    supports = pd.read_csv(run_dir(tmp_path) / "test_per_class.csv")["support"]
+    assert supports.sum() == 100  # the confusion matrix counts each test row once across both processes
 
 
 def test_environment_variables_set_options(tmp_path, tiny_model, reviews_dir, monkeypatch):

@@ -2,30 +2,8 @@
 
 import json
 
-import pytest
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
-
 from helpers import read_metrics, run_dir, write_base_config
 from main import cli_main
-from modules.demo import vocabulary
-
-
-@pytest.fixture(scope="session")
-def tiny_gpt2(tmp_path_factory):
-    """A 2-layer GPT-2 classifier and a word-level tokenizer with an end-of-text token and, like GPT-2, no pad."""
-    folder = tmp_path_factory.mktemp("models") / "tiny-gpt2"
-    words = ["<|endoftext|>"] + [w for w in vocabulary() if not w.startswith("[")]
-    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<|endoftext|>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", model_max_length=128)
-    assert wrapped.pad_token is None
-    wrapped.save_pretrained(folder)
-    config = GPT2Config(vocab_size=len(words), n_embd=32, n_layer=2, n_head=2, n_positions=128)
-    torch.manual_seed(0)
-    GPT2ForSequenceClassification(config).save_pretrained(folder)
-    return folder
 
 
 def test_decoder_only_classifier_fits_and_tests(tmp_path, tiny_gpt2, reviews_dir):
