@@ -73,6 +73,7 @@ def main() -> None:
             continue
         folder = work / name.split(" ")[0].replace(".yaml", "") / ("lora" if "lora" in name else "full")
         logs = ["--trainer.logger.init_args.save_dir", str(folder), "--trainer.enable_progress_bar", "false"]
+        folder.mkdir(parents=True, exist_ok=True)
         seconds, peak = run(["fit", *flags, *logs], folder.with_suffix(".log"))
         run(["test", *flags, *logs, "--ckpt_path", "best"], folder.with_suffix(".log"))
         summary = json.loads(newest(folder, "fit_summary.json").read_text())

@@ -141,3 +141,14 @@ class OutOfMemoryAtStep(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+class NanValLossAtEpoch(Callback):
+    """Make the monitored `val_loss` NaN at the end of validation in `epoch`, as a diverged run would report it."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            trainer.callback_metrics["val_loss"] = torch.tensor(float("nan"))

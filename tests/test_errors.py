@@ -1,6 +1,7 @@
 """Bad input fails fast with one clear message that names the problem and the fix."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -202,3 +203,12 @@ def test_out_of_memory_prints_the_hint_and_keeps_the_last_checkpoint(tmp_path, t
     assert "error: out of memory" in result.stderr and "--trainer.accumulate_grad_batches" in result.stderr
     last = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 25  # epoch 0's, whole
+
+
+def test_nan_val_loss_never_becomes_the_best_checkpoint(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 2})
+    cli = cli_main(["fit", "--config", str(base), "--trainer.callbacks+=helpers.NanValLossAtEpoch"])
+    callback = cli.trainer.checkpoint_callback
+    assert Path(callback.best_model_path).name == "epoch=0-step=25.ckpt"
+    assert torch.isfinite(callback.best_model_score)
+    assert torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
