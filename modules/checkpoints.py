@@ -181,13 +181,8 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         every = self.last_every_n_train_steps
-        if (
-            every
-            and self.save_last
-            and trainer.global_step % every == 0
-            and not self._should_skip_saving_checkpoint(trainer)
-        ):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if every and trainer.global_step % every == 0:
+            self._save_last_if_missed(trainer)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
