@@ -37,10 +37,10 @@ def expected_trainable(model_dir, num_labels: int = 2) -> int:
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_body, reviews_dir):
-    """A LoRA fit of the tiny body (2 epochs, export on), then `test` of its best checkpoint in a separate command."""
+    """A LoRA fit of the tiny body (3 epochs, export on), then `test` of its best checkpoint in a separate command."""
     tmp_path = tmp_path_factory.mktemp("lora")
     base = write_base_config(
-        tmp_path, tiny_body, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 2}, export={"enabled": True}
+        tmp_path, tiny_body, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 3}, export={"enabled": True}
     )
     args = ["--config", str(base), *LORA, "--model.learning_rate", "1e-2"]
     cli_main(["fit", *args])
@@ -140,12 +140,12 @@ def test_lora_default_targets_and_head_per_architecture(fixture, targets, head, 
 
 def test_lora_resume_from_last_continues(lora_run):
     tmp_path, args = lora_run
-    cli_main(["fit", *args, "--ckpt_path", "last", "--trainer.max_epochs", "3"])
+    cli_main(["fit", *args, "--ckpt_path", "last", "--trainer.max_epochs", "4"])
     newest = max((tmp_path / "logs" / "run").iterdir(), key=lambda p: int(p.name.split("_")[1]))
-    assert set(pd.read_csv(newest / "metrics.csv")["epoch"]) == {2}  # only the third epoch ran: it continued
+    assert set(pd.read_csv(newest / "metrics.csv")["epoch"]) == {3}  # only the fourth epoch ran: it continued
     before = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
     after = torch.load(newest / "checkpoints" / "last.ckpt", weights_only=True)
-    assert after["global_step"] == before["global_step"] * 3 // 2
+    assert after["global_step"] == before["global_step"] * 4 // 3
     assert list(after["state_dict"]) == list(before["state_dict"])
     assert len(after["optimizer_states"][0]["state"]) == len(after["state_dict"])  # Adam state for each tensor
     assert any(not torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())

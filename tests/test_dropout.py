@@ -1,0 +1,141 @@
+"""Lane dropout (modules/dropout.py): torch's dropout statistics, exact gradients, and attention equal to SDPA's."""
+
+import math
+from unittest import mock
+
+import pytest
+import torch
+from torch import nn
+from transformers import BertConfig, BertForSequenceClassification
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from helpers import epoch_metrics, write_base_config
+from main import cli_main
+from modules.dropout import ATTENTION, LaneDropout, attention, dropout, keep_mask, use_lane_dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_keep_mask_rate_and_independence(p):
+    torch.manual_seed(0)
+    n = 1_000_000
+    kept = keep_mask(torch.Size([n]), p).float()
+    sigma = math.sqrt(p * (1 - p) / n)
+    assert abs(kept.mean().item() - (1 - p)) < 5 * sigma
+    # Neighbours share a 64-bit draw: their masks must still be independent (P(both kept) = (1-p)^2), lane by lane.
+    for lane in range(4):
+        pairs = kept.view(-1, 4)
+        both = (pairs[:, lane] * pairs[:, (lane + 1) % 4]).mean().item()
+        assert abs(both - (1 - p) ** 2) < 5 * math.sqrt((1 - p) ** 2 / (n / 4)), lane
+        assert abs(pairs[:, lane].mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / (n / 4)), lane
+
+
+def test_dropout_is_unbiased_and_its_gradient_uses_the_same_mask():
+    torch.manual_seed(0)
+    x = torch.randn(64, 128, 384, requires_grad=True)
+    y = dropout(x, 0.1)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.003
+    scale = y[kept] / x[kept]
+    assert torch.allclose(scale, torch.full_like(scale, 32768 / round(0.9 * 32768)))
+    assert abs(y.sum().item() - x.sum().item()) < 0.01 * x.abs().sum().item()  # mean preserved
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, torch.where(kept, scale[0], 0.0))
+
+
+def test_dropout_keeps_dtype_and_seeded_draws():
+    x = torch.randn(8, 16, dtype=torch.bfloat16)
+    torch.manual_seed(3)
+    a = dropout(x, 0.3)
+    torch.manual_seed(3)
+    b = dropout(x, 0.3)
+    assert a.dtype == torch.bfloat16 and torch.equal(a, b)
+    assert not torch.equal(a, dropout(x, 0.3))  # the generator moved on
+    assert torch.equal(dropout(x, 0.3, training=False), x) and torch.equal(dropout(x, 0.0), x)
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+    assert torch.equal(dropout(x, 1e-6), x)  # rounds to keep-all
+    module = LaneDropout(0.3).eval()
+    assert torch.equal(module(x), x)
+
+
+def _qkv(dtype=torch.float32):
+    torch.manual_seed(0)
+    return [torch.randn(2, 3, 5, 8, dtype=dtype, requires_grad=True) for _ in range(3)]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_without_dropout_effect_matches_sdpa(causal):
+    """p -> 0 on the dropout path is SDPA's math: same outputs and gradients, with a padding mask or causal."""
+    module = nn.Module()
+    module.is_causal = causal
+    mask = None if causal else torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    if mask is not None:
+        mask[0, ..., 3:] = False  # first row: the last two keys are padding
+    query, key, value = _qkv()
+    ours, _ = attention(module, query, key, value, mask, dropout=1e-9)
+    ours.sum().backward()
+    grads = [t.grad.clone() for t in (query, key, value)]
+    for t in (query, key, value):
+        t.grad = None
+    reference, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=0.0)
+    reference.sum().backward()
+    assert ours.shape == reference.shape == (2, 5, 3, 8)
+    torch.testing.assert_close(ours, reference)
+    for mine, theirs in zip(grads, (query.grad, key.grad, value.grad)):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_attention_dropout_drops_probabilities():
+    module = nn.Module()
+    module.is_causal = False
+    query, key, value = _qkv()
+    value = torch.eye(5).expand(2, 3, 5, 5)  # the output rows are then the attention probabilities themselves
+    torch.manual_seed(0)
+    probs, _ = attention(module, query, key, value, None, dropout=0.5)
+    zeros = (probs == 0).float().mean().item()
+    assert 0.35 < zeros < 0.65  # 150 probabilities, each dropped with probability 0.5
+    kept = probs[probs != 0]
+    reference, _ = sdpa_attention_forward(module, query, key, value, None, dropout=0.0)
+    assert torch.allclose(kept, 2 * reference[probs != 0])
+
+
+def test_use_lane_dropout_swaps_and_undoes():
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    model = BertForSequenceClassification(config).train()
+    before = [name for name, m in model.named_modules() if type(m) is nn.Dropout]
+    undo = use_lane_dropout(model)
+    assert [name for name, m in model.named_modules() if isinstance(m, LaneDropout)] == before
+    assert model.config._attn_implementation == ATTENTION
+    ids = torch.randint(0, 50, (2, 6))
+    model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    undo()
+    assert [name for name, m in model.named_modules() if type(m) is nn.Dropout] == before
+    assert model.config._attn_implementation == "sdpa"
+    assert "attn" not in str(model.config.to_dict())  # nothing of it would reach a saved config
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fit_uses_lane_dropout_on_cpu_and_puts_torchs_back(fast, tiny_model, reviews_dir, tmp_path):
+    """Through the CLI: training draws lane masks (unless switched off), learns, and leaves torch's dropout in place.
+
+    The tiny model sits on a plateau for a seed-dependent number of epochs either way: seed 0 leaves it in 3 for both.
+    """
+    base = write_base_config(
+        tmp_path,
+        tiny_model,
+        data={"dataset": str(reviews_dir)},
+        trainer={"max_epochs": 3},
+        model={"learning_rate": 1e-2},
+    )
+    with mock.patch("modules.dropout.keep_mask", wraps=keep_mask) as drawn:
+        cli = cli_main(
+            ["fit", "--config", str(base), "--model.fast_dropout", str(fast).lower(), "--seed_everything", "0"]
+        )
+    # 2 layers x (2 hidden + 1 attention) + embeddings + classifier = 8 dropouts per step
+    assert drawn.call_count == (8 * cli.trainer.global_step if fast else 0)
+    model = cli.model.model
+    assert any(type(m) is nn.Dropout for m in model.modules())
+    assert not any(isinstance(m, LaneDropout) for m in model.modules())
+    assert model.config._attn_implementation == "sdpa"
+    val_loss = epoch_metrics(tmp_path, "val_loss")
+    assert val_loss[-1] < val_loss[0]
