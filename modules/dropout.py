@@ -35,34 +35,23 @@ def _keep_lanes(p: float) -> int:
     return max(1, round((1 - p) * _LANES))
 
 
-class _LaneDropout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        mask = keep_mask(x.shape, p)
-        ctx.save_for_backward(mask)
-        ctx.scale = _LANES / _keep_lanes(p)
-        return x * mask * ctx.scale  # the scale as a Python float: applied at full precision, as torch's dropout does
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (mask,) = ctx.saved_tensors
-        return grad * mask * ctx.scale, None
-
-
-def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+def lane_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """`F.dropout` with lane masks; the identity in eval mode or with p == 0."""
     if not training or p == 0.0:
         return x
     if p == 1.0:
         return x * 0.0
-    return _LaneDropout.apply(x, p)
+    # Plain differentiable ops, no autograd.Function: a Python backward would let Lightning's SIGTERM handler run inside
+    # the backward pass, where its DDP broadcast deadlocks against the other ranks' gradient all-reduce. The scale is a
+    # Python float, applied at full precision as torch's dropout does (a bf16 mask tensor would round 1/0.9 to 1.109).
+    return x * keep_mask(x.shape, p) * (_LANES / _keep_lanes(p))
 
 
 class LaneDropout(nn.Dropout):
     """`nn.Dropout` with lane masks (same `p`, no state): swapped in for the model's dropouts while training on CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+        return lane_dropout(x, self.p, self.training)
 
 
 def attention(
@@ -100,7 +89,7 @@ def attention(
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask[..., :kv_length]
-    weights = _LaneDropout.apply(torch.softmax(scores, dim=-1).to(value.dtype), dropout)
+    weights = lane_dropout(torch.softmax(scores, dim=-1).to(value.dtype), dropout)
     output = torch.matmul(weights, value)
     return output.transpose(1, 2).contiguous(), None
 

@@ -11,7 +11,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from helpers import epoch_metrics, write_base_config
 from main import cli_main
-from modules.dropout import ATTENTION, LaneDropout, attention, dropout, keep_mask, use_lane_dropout
+from modules.dropout import ATTENTION, LaneDropout, attention, keep_mask, lane_dropout, use_lane_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -32,7 +32,7 @@ def test_keep_mask_rate_and_independence(p):
 def test_dropout_is_unbiased_and_its_gradient_uses_the_same_mask():
     torch.manual_seed(0)
     x = torch.randn(64, 128, 384, requires_grad=True)
-    y = dropout(x, 0.1)
+    y = lane_dropout(x, 0.1)
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.9) < 0.003
     scale = y[kept] / x[kept]
@@ -45,16 +45,40 @@ def test_dropout_is_unbiased_and_its_gradient_uses_the_same_mask():
 def test_dropout_keeps_dtype_and_seeded_draws():
     x = torch.randn(8, 16, dtype=torch.bfloat16)
     torch.manual_seed(3)
-    a = dropout(x, 0.3)
+    a = lane_dropout(x, 0.3)
     torch.manual_seed(3)
-    b = dropout(x, 0.3)
+    b = lane_dropout(x, 0.3)
     assert a.dtype == torch.bfloat16 and torch.equal(a, b)
-    assert not torch.equal(a, dropout(x, 0.3))  # the generator moved on
-    assert torch.equal(dropout(x, 0.3, training=False), x) and torch.equal(dropout(x, 0.0), x)
-    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
-    assert torch.equal(dropout(x, 1e-6), x)  # rounds to keep-all
+    assert not torch.equal(a, lane_dropout(x, 0.3))  # the generator moved on
+    assert torch.equal(lane_dropout(x, 0.3, training=False), x) and torch.equal(lane_dropout(x, 0.0), x)
+    assert torch.equal(lane_dropout(x, 1.0), torch.zeros_like(x))
+    assert torch.equal(lane_dropout(x, 1e-6), x)  # rounds to keep-all
     module = LaneDropout(0.3).eval()
     assert torch.equal(module(x), x)
+
+
+def _python_nodes(output: torch.Tensor) -> list[str]:
+    """autograd.Function nodes (Python backward code) in the graph behind `output`."""
+    found, stack, seen = [], [output.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            found.append(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return found
+
+
+def test_backward_runs_no_python():
+    """A Python backward lets Lightning's SIGTERM handler run mid-backward, where its DDP broadcast deadlocks."""
+    x = torch.randn(4, 8, requires_grad=True)
+    assert _python_nodes(lane_dropout(x, 0.1)) == []
+    module = nn.Module()
+    module.is_causal = False
+    query, key, value = _qkv()
+    assert _python_nodes(attention(module, query, key, value, None, dropout=0.1)[0]) == []
 
 
 def _qkv(dtype=torch.float32):
