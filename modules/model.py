@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from modules.dropout import use_lane_dropout
+from modules.embedding_grad import use_kept_embedding_grad
 from modules.errors import HFLightningError
 from modules.hub import check_model_source
 from modules.labels import PROBLEM_TYPES, TASKS, LabelSpec
@@ -400,14 +401,19 @@ class TransformerModule(LightningModule):
         return keys._replace(missing_keys=[k for k in self.trained_keys() if k not in state_dict])
 
     def on_train_start(self) -> None:
-        hp = self.hparams
-        if hp.fast_dropout and self.device.type == "cpu" and not hp.compile:
-            self._undo_fast_dropout = use_lane_dropout(self.model)
+        # CPU training step speedups (GPUs have fused kernels for both), undone when training ends.
+        hp, undo = self.hparams, []
+        if self.device.type == "cpu" and not hp.compile:
+            if hp.fast_dropout:
+                undo.append(use_lane_dropout(self.model))
+            if self.trainer.world_size == 1:
+                undo.append(use_kept_embedding_grad(self.model))
+        self._undo_speedups = [u for u in undo if u is not None]
 
     def on_train_end(self) -> None:
-        undo, self._undo_fast_dropout = getattr(self, "_undo_fast_dropout", None), None
-        if undo:
-            undo()
+        undo, self._undo_speedups = getattr(self, "_undo_speedups", []), []
+        for u in reversed(undo):
+            u()
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         states, self._resume_rng_states = getattr(self, "_resume_rng_states", None), None

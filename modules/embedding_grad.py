@@ -1,0 +1,45 @@
+"""Word-embedding gradients written into one kept buffer instead of a fresh vocabulary-sized tensor every step.
+
+The dense backward of an embedding allocates a (vocab_size, hidden) tensor of zeros each step and adds the batch's rows
+into it: for BERT's 30522 x 384 that is 47 MB of freshly mapped memory, whose page faults cost ~30 ms of a 200 ms
+MiniLM step on 2 CPU cores. Here the embedding emits a sparse gradient (the batch's rows only) and a hook adds it into a
+buffer that lives across steps and was only zeroed. The optimizer, clipping and any callback still see the usual dense
+gradient: the same values (rows summed in another order), the same update.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+def use_kept_embedding_grad(model: PreTrainedModel) -> Callable[[], None] | None:
+    """Route the input embedding's gradient through a kept buffer; returns undo, or None where it does not apply.
+
+    Single process only: DDP all-reduces gradients during the backward, before a sparse one could be made dense.
+    """
+    embedding = model.get_input_embeddings()
+    output = model.get_output_embeddings()
+    weight = getattr(embedding, "weight", None)
+    if type(embedding) is not nn.Embedding or embedding.sparse or weight is None or not weight.requires_grad:
+        return None
+    if output is not None and getattr(output, "weight", None) is weight:  # tied to an output layer: its grad is dense
+        return None
+    buffer = torch.zeros_like(weight)
+
+    def densify(parameter: torch.Tensor) -> None:
+        grad = parameter.grad
+        if grad is not None and grad.is_sparse:  # a dense one already holds the sparse grads of earlier micro-batches
+            buffer.zero_()
+            buffer.index_add_(0, grad._indices()[0], grad._values().to(buffer.dtype))
+            parameter.grad = buffer
+
+    embedding.sparse = True
+    handle = weight.register_post_accumulate_grad_hook(densify)
+
+    def undo() -> None:
+        handle.remove()
+        embedding.sparse = False
+
+    return undo
