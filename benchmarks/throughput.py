@@ -172,19 +172,19 @@ def summarize(steps: list[Step], warmup_steps: int, n_params: int) -> dict[str, 
 
 
 def matmul_peak(dtype: torch.dtype, device: str) -> float:
-    """Best GFLOP/s of an n x n @ n x n matmul, after warm-up."""
-    n = 8192 if device == "cuda" else 2048
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    """Best GFLOP/s of square matmuls of a few sizes, after warm-up: the most this machine does right now."""
     sync = torch.cuda.synchronize if device == "cuda" else lambda: None
-    best = float("inf")
-    for i in range(13):
-        sync()
-        start = time.perf_counter()
-        a @ b
-        sync()
-        if i >= 3:  # the first calls pay for kernel selection and page faults
-            best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    best = 0.0
+    for n in (4096, 8192) if device == "cuda" else (1024, 2048, 4096):
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        for i in range(13):
+            sync()
+            start = time.perf_counter()
+            a @ b
+            sync()
+            if i >= 3:  # the first calls pay for kernel selection and page faults
+                best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def non_embedding_parameters(model: str) -> int:
@@ -290,24 +290,32 @@ def main() -> None:
         if args.random_init:
             model = build_random_model(model, args.from_config_layers, args.from_config_hidden, random_dir)
         n_params = non_embedding_parameters(model)
-        peaks = {p: matmul_peak(MATMUL_DTYPE[p], "cuda" if cuda else "cpu") for p in args.precision}
         print(f"{settings}\nmodel: {model} ({n_params:,} non-embedding parameters); data: {data}")
-        print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()))
-        # Alternate the tools within each repeat, so a slow patch of the machine hits them alike.
-        for repeat, precision, tool in itertools.product(range(args.repeats), args.precision, args.tools):
-            torch.set_num_threads(threads)  # a tool that changed it must not slow the next one
-            if tool == "ours":
-                steps = run_ours(model, data, args, precision, cuda)
-            else:
-                steps = run_hf(model, data, args, precision, tool == "hf_grouped", cuda)
-            result = {"tool": tool, "precision": precision, "repeat": repeat, "threads_after": torch.get_num_threads()}
-            result |= summarize(steps, args.warmup_steps, n_params)
-            runs.append(result)
-            print(f"[repeat {repeat}] {tool} {precision}: {result['samples_per_s']:.1f} samples/s, {len(steps)} steps")
-            gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
+        # The peak of a shared machine varies by 2x from minute to minute: measured before every repeat, best kept.
+        peaks = dict.fromkeys(args.precision, 0.0)
+        # Alternate the tools within each repeat, in reverse order every other repeat, so that a slow patch of the
+        # machine and the order itself hit them alike.
+        for repeat, precision in itertools.product(range(args.repeats), args.precision):
+            peak = matmul_peak(MATMUL_DTYPE[precision], "cuda" if cuda else "cpu")
+            peaks[precision] = max(peaks[precision], peak)
+            print(f"[repeat {repeat}] matmul peak {precision}: {peak:.0f} GFLOP/s")
+            for tool in args.tools if repeat % 2 == 0 else args.tools[::-1]:
+                torch.set_num_threads(threads)  # a tool that changed it must not slow the next one
+                if tool == "ours":
+                    steps = run_ours(model, data, args, precision, cuda)
+                else:
+                    steps = run_hf(model, data, args, precision, tool == "hf_grouped", cuda)
+                result = {"tool": tool, "precision": precision, "repeat": repeat}
+                result["threads_after"] = torch.get_num_threads()
+                result |= summarize(steps, args.warmup_steps, n_params)
+                runs.append(result)
+                rate = result["samples_per_s"]
+                print(f"[repeat {repeat}] {tool} {precision}: {rate:.1f} samples/s, {len(steps)} steps")
+                gc.collect()
+                if cuda:
+                    torch.cuda.empty_cache()
     print(f"\n{settings}")
+    print("matmul peak (best of the repeats): " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()))
     rows = report(runs, args, peaks)
     if args.json:
         record = {"settings": settings, "model": model, "data": data, "args": vars(args), "peaks": peaks}
