@@ -2,9 +2,10 @@
 
 torch's CPU dropout draws one Bernoulli sample per element (`bernoulli_`): about a sixth of a MiniLM training step on
 2 cores. SDPA with dropout leaves its fused kernel for the math one, which draws the same way and upcasts bf16 to fp32.
-Here one 64-bit draw of torch's generator gives four elements' masks, so dropout costs about a third of torch's. Same
-expectation as torch's: the keep probability is quantised to 1/32768 and kept elements are scaled by exactly its
-inverse. The draws come from torch's default generator, so `seed_everything` and the checkpointed RNG state govern them.
+Here one 64-bit draw of torch's generator gives four elements' masks: dropout forward and backward take about half
+torch's time. Same expectation as torch's: the keep probability is quantised to 1/32768 and kept elements are scaled by
+exactly its inverse. The draws come from torch's default generator: `seed_everything` and the checkpointed RNG state
+govern them.
 """
 
 from collections.abc import Callable
