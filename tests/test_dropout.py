@@ -81,9 +81,9 @@ def test_backward_runs_no_python():
     assert _python_nodes(attention(module, query, key, value, None, dropout=0.1)[0]) == []
 
 
-def _qkv(dtype=torch.float32):
+def _qkv():
     torch.manual_seed(0)
-    return [torch.randn(2, 3, 5, 8, dtype=dtype, requires_grad=True) for _ in range(3)]
+    return [torch.randn(2, 3, 5, 8, requires_grad=True) for _ in range(3)]
 
 
 @pytest.mark.parametrize("causal", [False, True])
