@@ -16,6 +16,7 @@ def test_right_padding_to_longest_row():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["token_type_ids"].tolist() == [[0, 0, 0], [0, 0, 5]]
     assert batch["index"].tolist() == [4, 9] and batch["labels"].dtype == torch.long
+    assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.long
 
 
 def test_left_padding_multiple_of_and_float_labels():
