@@ -98,6 +98,9 @@ class TransformerModule(LightningModule):
         self._input_names: tuple[str, ...] = ()
         # The CLI sets this when `--ckpt_path` will overwrite the weights: then only the architecture is built.
         self.weights_from_checkpoint = False
+        # train_loss logging (`_log_train_loss`): on_train_start sets how often something reads it.
+        self._train_loss_window: tuple[torch.Tensor, int] | None = None
+        self._train_loss_bar_rate, self._train_loss_every_step = 0, True
         if lora_r:
             # LoRA checkpoints hold only the trained tensors, so Lightning must not ask for the frozen ones (FSDP loads
             # through its own path); `_check_trained_keys` is strict about the trained ones instead.
@@ -255,8 +258,34 @@ class TransformerModule(LightningModule):
                 f"non-finite training loss ({loss.item()}) {where}. Lower --model.learning_rate, prefer bf16 to "
                 "fp16, or set --model.nonfinite_loss skip to drop such batches."
             )
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        self._log_train_loss(loss.detach(), batch_idx, len(batch["input_ids"]))
         return loss
+
+    def _log_train_loss(self, loss: torch.Tensor, batch_idx: int, batch_size: int) -> None:
+        """Log `train_loss` on the batches something reads it, as the mean over the batches since its last log.
+
+        Lightning's `self.log` costs about 1 ms of host time per call (it walks its result record each time), time a
+        GPU step, host-bound at fine-tuning sizes, waits for. Loggers read the value every `log_every_n_steps` steps
+        and a progress bar every `refresh_rate` batches; in between, the losses add up on the device (no sync). The
+        value logged is the mean over that window, like the Hugging Face Trainer's `loss`: one batch's loss where it
+        is read every batch (a bar that refreshes each batch, a callback that monitors it, `fast_dev_run`).
+        """
+        window = self._train_loss_window
+        self._train_loss_window = (window[0] + loss, window[1] + 1) if window else (loss, 1)
+        trainer = self.trainer
+        step = trainer.global_step + 1  # this batch's optimizer step, once it is done
+        stepping = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        due = (
+            self._train_loss_every_step
+            or trainer.is_last_batch
+            or 0 < trainer.max_steps <= step
+            or (stepping and trainer.log_every_n_steps > 0 and step % trainer.log_every_n_steps == 0)
+            or (self._train_loss_bar_rate > 0 and (batch_idx + 1) % self._train_loss_bar_rate == 0)
+        )
+        if due:
+            total, count = self._train_loss_window
+            self._train_loss_window = None
+            self.log("train_loss", total / count, prog_bar=True, batch_size=batch_size)
 
     def _eval_step(self, batch: dict[str, torch.Tensor], loss_metric: MeanMetric, metrics) -> None:
         logits = self(batch)
@@ -401,6 +430,12 @@ class TransformerModule(LightningModule):
         return keys._replace(missing_keys=[k for k in self.trained_keys() if k not in state_dict])
 
     def on_train_start(self) -> None:
+        trainer = self.trainer
+        bar = trainer.progress_bar_callback
+        self._train_loss_window = None
+        self._train_loss_bar_rate = getattr(bar, "refresh_rate", 0) if bar is not None and bar.is_enabled else 0
+        monitored = any(getattr(callback, "monitor", None) == "train_loss" for callback in trainer.callbacks)
+        self._train_loss_every_step = monitored or bool(trainer.fast_dev_run)
         # CPU training step speedups (GPUs have fused kernels for both), undone when training ends.
         hp, undo = self.hparams, []
         if self.device.type == "cpu" and not hp.compile:

@@ -1,6 +1,8 @@
 """Loggers: TensorBoard (the default), CSV and MLflow each record val_loss, and `test --ckpt_path best` finds the fit's
 checkpoint with each. MLflow runs twice in a row in the same folder (Lightning #20184)."""
 
+import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -80,3 +82,23 @@ def test_mlflow_runs_twice_in_the_same_folder(tmp_path, tiny_model, reviews_dir)
     assert len(test_runs) == 1  # the test command is a run of its own, with its config and the test report
     artifacts = sorted(a.path for a in client.list_artifacts(test_runs[0].info.run_id))
     assert artifacts == ["config_test.yaml", "test_confusion_matrix.png", "test_per_class.csv"]
+
+
+@pytest.mark.parametrize("monitored", [False, True], ids=["window-mean", "monitored-every-step"])
+def test_train_loss_is_the_mean_since_its_last_log(monitored, tmp_path, tiny_model, reviews_dir):
+    # 7 batches per epoch, logged every 3 steps: rows at steps 3, 6, 9 and 12 (1-based). Each epoch's last batch
+    # (steps 7 and 14) also ends a window, for the progress bar, though the logger writes no row there.
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    args = ["fit", "--config", str(base), "--trainer.limit_train_batches", "7", "--trainer.log_every_n_steps", "3"]
+    args += ["--trainer.callbacks+=helpers.LossRecorder", "--trainer.callbacks.path", str(tmp_path / "losses.json")]
+    if monitored:  # a callback that reads train_loss may read it at any batch: then it is each batch's own loss
+        args += ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "train_loss"]
+    cli_main(args)
+    losses = json.loads((tmp_path / "losses.json").read_text())
+    rows = pd.read_csv(run_dir(tmp_path) / "metrics.csv").dropna(subset=["train_loss"])
+    assert rows["step"].tolist() == [2, 5, 8, 11]  # Lightning's step column counts from 0
+    if monitored:
+        expected = [losses[2], losses[5], losses[8], losses[11]]
+    else:
+        expected = [sum(w) / len(w) for w in (losses[0:3], losses[3:6], losses[7:9], losses[9:12])]
+    assert rows["train_loss"].tolist() == pytest.approx(expected, rel=1e-5)
