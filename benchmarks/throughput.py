@@ -43,6 +43,7 @@ from transformers.utils import logging as hf_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("ours", "hf", "hf_grouped")
+EXTRA_TOOLS = ("ours_compile",)  # on request: `--model.compile true`, whose compile time falls in the timed steps
 LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
 MATMUL_DTYPE = {"32": torch.float32, "bf16": torch.bfloat16}
 
@@ -97,7 +98,9 @@ class _CountingCollator:
         return batch
 
 
-def run_ours(model: str, data: str, args: argparse.Namespace, precision: str, cuda: bool) -> list[Step]:
+def run_ours(
+    model: str, data: str, args: argparse.Namespace, precision: str, cuda: bool, compile: bool = False
+) -> list[Step]:
     import throughput  # this file by module name: jsonargparse resolves `throughput.StepTimer` by import path
     from main import cli_main
 
@@ -109,6 +112,7 @@ def run_ours(model: str, data: str, args: argparse.Namespace, precision: str, cu
             + ["--model.learning_rate", "5e-5", "--trainer.gradient_clip_val", "1.0"]
             + ["--data.batch_size", str(args.batch_size), "--data.max_length", str(args.max_length)]
             + (["--data.pad_to_multiple_of", "8"] if cuda else [])
+            + (["--model.compile", "true"] if compile else [])
             + ["--trainer.max_steps", str(args.steps), "--trainer.precision", LIGHTNING_PRECISION[precision]]
             + ["--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0"]
             + ["--trainer.enable_checkpointing", "false", "--trainer.logger", "false"]
@@ -232,7 +236,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup_steps", type=int, default=10, help="steps left out of the timing (>= 1)")
     parser.add_argument("--precision", nargs="+", choices=list(LIGHTNING_PRECISION), default=["32", "bf16"])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
+    parser.add_argument("--tools", nargs="+", choices=TOOLS + EXTRA_TOOLS, default=list(TOOLS))
     parser.add_argument("--random_init", action="store_true", help="random BERT of the size below, --model's vocab")
     parser.add_argument("--from_config_layers", type=int, default=12)
     parser.add_argument("--from_config_hidden", type=int, default=768)
@@ -246,7 +250,7 @@ def parse_args() -> argparse.Namespace:
 def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float]) -> list[dict]:
     """Print one row per tool and precision (means over repeats) and the ratios ours/hf; return the rows."""
     rows = []
-    print(f"{'tool':<11}{'precision':<10}{'samples/s (min-max)':<26}{'real tok':>9}{'GFLOP/s':>10}{'of peak':>9}")
+    print(f"{'tool':<13}{'precision':<10}{'samples/s (min-max)':<26}{'real tok':>9}{'GFLOP/s':>10}{'of peak':>9}")
     for precision, tool in itertools.product(args.precision, args.tools):
         mine = [r for r in runs if (r["tool"], r["precision"]) == (tool, precision)]
         rates = [r["samples_per_s"] for r in mine]
@@ -257,14 +261,13 @@ def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float]) 
         rows.append(row)
         spread = f"{row['samples_per_s']:.1f} ({min(rates):.1f}-{max(rates):.1f})"
         print(
-            f"{tool:<11}{precision:<10}{spread:<26}{row['real_token_fraction']:>9.1%}"
+            f"{tool:<13}{precision:<10}{spread:<26}{row['real_token_fraction']:>9.1%}"
             f"{row['gflop_per_s']:>10.3g}{row['fraction_of_peak']:>9.1%}"
         )
     for precision in args.precision:
         rate = {r["tool"]: r["samples_per_s"] for r in rows if r["precision"] == precision}
-        if "ours" not in rate:
-            continue
-        ratios = [f"ours/{tool} {rate['ours'] / rate[tool]:.2f}x" for tool in ("hf", "hf_grouped") if tool in rate]
+        pairs = itertools.product(("ours", "ours_compile"), ("hf", "hf_grouped"))
+        ratios = [f"{a}/{b} {rate[a] / rate[b]:.2f}x" for a, b in pairs if a in rate and b in rate]
         if ratios:
             print(f"precision {precision}: " + "   ".join(ratios))
     return rows
@@ -301,8 +304,8 @@ def main() -> None:
             print(f"[repeat {repeat}] matmul peak {precision}: {peak:.0f} GFLOP/s")
             for tool in args.tools if repeat % 2 == 0 else args.tools[::-1]:
                 torch.set_num_threads(threads)  # a tool that changed it must not slow the next one
-                if tool == "ours":
-                    steps = run_ours(model, data, args, precision, cuda)
+                if tool.startswith("ours"):
+                    steps = run_ours(model, data, args, precision, cuda, compile=tool == "ours_compile")
                 else:
                     steps = run_hf(model, data, args, precision, tool == "hf_grouped", cuda)
                 result = {"tool": tool, "precision": precision, "repeat": repeat}
