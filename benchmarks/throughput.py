@@ -236,6 +236,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup_steps", type=int, default=10, help="steps left out of the timing (>= 1)")
     parser.add_argument("--precision", nargs="+", choices=list(LIGHTNING_PRECISION), default=["32", "bf16"])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--warmup_run_steps", type=int, default=20, help="an untimed run of each tool first (0: none); see main()"
+    )
     parser.add_argument("--tools", nargs="+", choices=TOOLS + EXTRA_TOOLS, default=list(TOOLS))
     parser.add_argument("--random_init", action="store_true", help="random BERT of the size below, --model's vocab")
     parser.add_argument("--from_config_layers", type=int, default=12)
@@ -294,6 +297,16 @@ def main() -> None:
             model = build_random_model(model, args.from_config_layers, args.from_config_hidden, random_dir)
         n_params = non_embedding_parameters(model)
         print(f"{settings}\nmodel: {model} ({n_params:,} non-embedding parameters); data: {data}")
+        # The first run in a process pays one-off costs (lazy imports, on GPUs the loading of each kernel at its first
+        # use, for shapes that may first appear after the timed steps began): it made the first tool of the first
+        # repeat up to 25% slower on an H200. An untimed short run of each tool and precision takes them first.
+        for precision, tool in itertools.product(args.precision if args.warmup_run_steps else [], args.tools):
+            short = argparse.Namespace(**{**vars(args), "steps": args.warmup_run_steps})
+            if tool.startswith("ours"):
+                run_ours(model, data, short, precision, cuda, compile=tool == "ours_compile")
+            else:
+                run_hf(model, data, short, precision, tool == "hf_grouped", cuda)
+            print(f"[warm-up] {tool} {precision}: {args.warmup_run_steps} steps, untimed")
         # The peak of a shared machine varies by 2x from minute to minute: measured before every repeat, best kept.
         peaks = dict.fromkeys(args.precision, 0.0)
         # Alternate the tools within each repeat, in reverse order every other repeat, so that a slow patch of the
