@@ -3,7 +3,7 @@
 import inspect
 import random
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,7 @@ class TransformerModule(LightningModule):
         # train_loss logging (`_log_train_loss`): on_train_start sets how often something reads it.
         self._train_loss_window: tuple[torch.Tensor, int] | None = None
         self._train_loss_bar_rate, self._train_loss_every_step = 0, True
+        self._grad_scale_optimizer: torch.optim.Optimizer | None = None  # holds this step's clip factor (CPU)
         if lora_r:
             # LoRA checkpoints hold only the trained tensors, so Lightning must not ask for the frozen ones (FSDP loads
             # through its own path); `_check_trained_keys` is strict about the trained ones instead.
@@ -371,9 +372,35 @@ class TransformerModule(LightningModule):
         elif by_norm and not self._loss_scaled():
             # Lightning's mixed-precision plugin refuses to clip for fused optimizers. Without a loss scaler (fp32,
             # bf16) the gradients are the true ones, so clipping here is exact, and stays on the device (no sync).
-            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
+            self._clip_grad_norm(optimizer, gradient_clip_val)
         else:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def _clip_grad_norm(self, optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+        """`clip_grad_norm_`; on CPU with fused AdamW the optimizer applies the clip factor in its own pass.
+
+        Fused AdamW divides each gradient by its `grad_scale` (the hook GradScaler uses) and writes it back, so the
+        step and the gradients left after it are those of clipping first (to within a rounding), without a pass of
+        its own over all the gradients: on MiniLM-L6 (22.7M parameters, 2 CPU cores) that pass costs ~6 ms a step.
+        On GPUs the multiply is one cheap foreach kernel and stays.
+        """
+        get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+        if get_total_norm and self.device.type == "cpu" and optimizer.defaults.get("fused"):
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            norm = get_total_norm(grads, foreach=True)
+            # 1 / clip_grad_norm_'s factor, in float32 (the kernel's type for it, whatever the parameters' dtype)
+            optimizer.grad_scale = ((norm.float() + 1e-6) / max_norm).clamp(min=1.0)
+            self._grad_scale_optimizer = optimizer
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm, foreach=True)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().optimizer_step(*args, **kwargs)
+        finally:  # the clip factor of this step only (see `_clip_grad_norm`)
+            optimizer, self._grad_scale_optimizer = self._grad_scale_optimizer, None
+            if optimizer is not None:
+                optimizer.grad_scale = None
 
     # -------------------------------------------------------------------------------------- checkpointing
     def trained_keys(self) -> list[str]:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from transformers import AutoModel
 
@@ -110,3 +111,30 @@ def test_gradient_clipping_with_fused_adamw(tmp_path, tiny_model, reviews_dir):
     trained = cli.model.model.bert.embeddings.word_embeddings.weight
     pretrained = AutoModel.from_pretrained(tiny_model).embeddings.word_embeddings.weight
     assert (trained - pretrained).abs().max() < 1e-4
+
+
+# bf16-true keeps weights and Adam's moments in bf16, and the multiply-first order rounds the clipped gradients to bf16
+# once more: there the two runs agree as a whole (relative distance of all weights), not weight by weight.
+@pytest.mark.parametrize("precision", ["32-true", "bf16-true"])
+def test_clipping_inside_the_fused_cpu_step_equals_clipping_first(
+    precision, tmp_path, tiny_model_no_dropout, reviews_dir, monkeypatch
+):
+    # On CPU the clip factor rides into fused AdamW as its grad_scale; without get_total_norm (torch < 2.6) the
+    # gradients are multiplied first, as clip_grad_norm_ does. Both must train the same weights, and unlike no clipping.
+    base = write_base_config(tmp_path, tiny_model_no_dropout, data={"dataset": str(reviews_dir)})
+    args = ["fit", "--config", str(base), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4"]
+    args += ["--trainer.precision", precision]
+    calls = []
+    get_total_norm = torch.nn.utils.get_total_norm
+    monkeypatch.setattr(torch.nn.utils, "get_total_norm", lambda *a, **k: calls.append(1) or get_total_norm(*a, **k))
+    inside = cli_main([*args, "--trainer.gradient_clip_val", "0.05"])
+    assert len(calls) == 4 and inside.model.optimizers().optimizer.grad_scale is None  # set for each step only
+    monkeypatch.delattr(torch.nn.utils, "get_total_norm")
+    first = cli_main([*args, "--trainer.gradient_clip_val", "0.05"])
+    unclipped = cli_main(args)
+    weights = [run.model.model.state_dict() for run in (inside, first, unclipped)]
+    if precision == "32-true":
+        for name in weights[0]:
+            torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-7)
+    flat = [torch.cat([w.float().flatten() for w in run.values()]) for run in weights]
+    assert (flat[0] - flat[1]).norm() < 0.1 * (flat[0] - flat[2]).norm()  # far closer than to the unclipped run
