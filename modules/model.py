@@ -66,9 +66,10 @@ class TransformerModule(LightningModule):
                 what suffers) and accuracy on the majority may drop a little. Weights apply to the training loss;
                 `val_loss`/`test_loss` stay unweighted so runs with and without weights compare.
             threshold: Probability above which a label counts as predicted (multi-label metrics).
-            compile: `torch.compile` the model (in place; checkpoint keys stay free of `_orig_mod.`). Pays off on
-                GPUs for runs of many steps; length-varying batches trigger recompiles first. On a 2-core CPU it did
-                not pay off here (MiniLM, bf16: 72 vs 89 samples/s, after ~3 minutes of compilation).
+            compile: `torch.compile` the model (in place; checkpoint keys stay free of `_orig_mod.`). Meant for
+                GPU runs of many steps whose step is host-bound (bert-base at batch 32 kept an H100 ~1% busy): fewer,
+                fused kernels; length-varying batches trigger recompiles first. Not yet measured on a GPU here. On a
+                2-core CPU it did not pay off (MiniLM, bf16: 72 vs 89 samples/s, after ~3 minutes of compilation).
             gradient_checkpointing: Recompute activations in the backward pass: ~30% slower steps, much less
                 memory, for large models or long inputs.
             fast_dropout: Training on CPU, draw dropout masks four elements per random number and run attention that
