@@ -161,6 +161,12 @@ def run_hf(model: str, data: str, args: argparse.Namespace, precision: str, grou
     return [Step(end, *counts) for end, counts in zip(clock.ends, collator.counts)]
 
 
+def run_tool(tool: str, model: str, data: str, args: argparse.Namespace, precision: str, cuda: bool) -> list[Step]:
+    if tool.startswith("ours"):
+        return run_ours(model, data, args, precision, cuda, compile=tool == "ours_compile")
+    return run_hf(model, data, args, precision, tool == "hf_grouped", cuda)
+
+
 def summarize(steps: list[Step], warmup_steps: int, n_params: int) -> dict[str, float]:
     """Rates over the steps after step `warmup_steps`, timed from the end of that step to the end of the last."""
     window = steps[warmup_steps:]
@@ -302,10 +308,7 @@ def main() -> None:
         # repeat up to 25% slower on an H200. An untimed short run of each tool and precision takes them first.
         for precision, tool in itertools.product(args.precision if args.warmup_run_steps else [], args.tools):
             short = argparse.Namespace(**{**vars(args), "steps": args.warmup_run_steps})
-            if tool.startswith("ours"):
-                run_ours(model, data, short, precision, cuda, compile=tool == "ours_compile")
-            else:
-                run_hf(model, data, short, precision, tool == "hf_grouped", cuda)
+            run_tool(tool, model, data, short, precision, cuda)
             print(f"[warm-up] {tool} {precision}: {args.warmup_run_steps} steps, untimed")
         # The peak of a shared machine varies by 2x from minute to minute: measured before every repeat, best kept.
         peaks = dict.fromkeys(args.precision, 0.0)
@@ -317,10 +320,7 @@ def main() -> None:
             print(f"[repeat {repeat}] matmul peak {precision}: {peak:.0f} GFLOP/s")
             for tool in args.tools if repeat % 2 == 0 else args.tools[::-1]:
                 torch.set_num_threads(threads)  # a tool that changed it must not slow the next one
-                if tool.startswith("ours"):
-                    steps = run_ours(model, data, args, precision, cuda, compile=tool == "ours_compile")
-                else:
-                    steps = run_hf(model, data, args, precision, tool == "hf_grouped", cuda)
+                steps = run_tool(tool, model, data, args, precision, cuda)
                 result = {"tool": tool, "precision": precision, "repeat": repeat}
                 result["threads_after"] = torch.get_num_threads()
                 result |= summarize(steps, args.warmup_steps, n_params)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class _StopRequests(Callback):
-    """Holds this process's stop request; under DDP, shares it with all ranks after every batch."""
+    """Holds this process's stop request; under DDP, shares it with all ranks after every training batch."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
