@@ -27,7 +27,7 @@ from modules.checkpoints import (
 from modules.data import HFDataModule
 from modules.errors import HFLightningError
 from modules.export import HFExport, write_model_card
-from modules.interrupts import stop_gracefully_on_ctrl_c
+from modules.interrupts import stop_gracefully
 from modules.model import TransformerModule
 from modules.predictions import PredictionWriter
 from modules.progress import default_progress_bar
@@ -114,7 +114,7 @@ class HFLightningCLI(LightningCLI):
         self.model.weights_from_checkpoint = bool(self.config[subcommand].get("ckpt_path"))
         if subcommand != "fit":
             return super()._run_subcommand(subcommand)
-        with stop_gracefully_on_ctrl_c(self.trainer):
+        with stop_gracefully(self.trainer):
             super()._run_subcommand(subcommand)
 
     def after_fit(self) -> None:

@@ -51,7 +51,7 @@ class _StopRequests(Callback):
 
 
 @contextmanager
-def stop_gracefully_on_ctrl_c(trainer: Trainer) -> Iterator[None]:
+def stop_gracefully(trainer: Trainer) -> Iterator[None]:
     """Inside the block, SIGTERM or a first SIGINT asks `trainer` to stop after this step (on all ranks); a Ctrl-C stop
     then surfaces as `KeyboardInterrupt` (exit status 130), not as Lightning's `SIGTERMException`."""
     if threading.current_thread() is not threading.main_thread():
