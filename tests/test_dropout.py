@@ -36,7 +36,7 @@ def test_dropout_is_unbiased_and_its_gradient_uses_the_same_mask():
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.9) < 0.003
     scale = y[kept] / x[kept]
-    assert torch.allclose(scale, torch.full_like(scale, 32768 / round(0.9 * 32768)))
+    assert torch.allclose(scale, torch.full_like(scale, 65536 / round(0.9 * 65536)))
     assert abs(y.sum().item() - x.sum().item()) < 0.01 * x.abs().sum().item()  # mean preserved
     y.backward(torch.ones_like(y))
     assert torch.equal(x.grad, torch.where(kept, scale[0], 0.0))
