@@ -15,8 +15,9 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from modules.dropout import use_lane_dropout
-from modules.embedding_grad import use_kept_embedding_grad
+from modules.embedding_grad import known_norm, use_kept_embedding_grad
 from modules.errors import HFLightningError
+from modules.fused_projections import fuse_qkv_projections
 from modules.hub import check_model_source
 from modules.labels import PROBLEM_TYPES, TASKS, LabelSpec
 from modules.lora import apply_lora, check_lora_args, initialized_modules, merge, parameter_counts
@@ -74,7 +75,7 @@ class TransformerModule(LightningModule):
                 memory, for large models or long inputs.
             fast_dropout: Training on CPU, draw dropout masks four elements per random number and run attention that
                 has dropout as two plain products in the autocast dtype (modules/dropout.py): steps ~1.2x faster
-                (MiniLM, bf16, 2 cores). Same dropout rate and expectation (p quantised to 1/32768); other draws than
+                (MiniLM, bf16, 2 cores). Same dropout rate and expectation (p quantised to 1/65536); other draws than
                 torch's. No effect on GPUs (torch's fused dropout is fast there) or with `compile`. False keeps
                 torch's dropout and SDPA.
             nonfinite_loss: What a NaN/inf training loss does: `stop` ends the run with an error naming the step
@@ -388,7 +389,10 @@ class TransformerModule(LightningModule):
         get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
         if get_total_norm and self.device.type == "cpu" and optimizer.defaults.get("fused"):
             grads = [p.grad for p in self.parameters() if p.grad is not None]
-            norm = get_total_norm(grads, foreach=True)
+            known = [known_norm(g) for g in grads]  # the kept word-embedding gradient's, taken from its touched rows
+            norm = get_total_norm([g for g, n in zip(grads, known) if n is None], foreach=True)
+            if any(n is not None for n in known):
+                norm = torch.linalg.vector_norm(torch.stack([norm, *(n for n in known if n is not None)]))
             # 1 / clip_grad_norm_'s factor, in float32 (the kernel's type for it, whatever the parameters' dtype)
             optimizer.grad_scale = ((norm.float() + 1e-6) / max_norm).clamp(min=1.0)
             self._grad_scale_optimizer = optimizer
@@ -464,13 +468,14 @@ class TransformerModule(LightningModule):
         self._train_loss_bar_rate = getattr(bar, "refresh_rate", 0) if bar is not None and bar.is_enabled else 0
         monitored = any(getattr(callback, "monitor", None) == "train_loss" for callback in trainer.callbacks)
         self._train_loss_every_step = monitored or bool(trainer.fast_dev_run)
-        # CPU training step speedups (GPUs have fused kernels for both), undone when training ends.
+        # CPU training step speedups (GPUs have fused kernels for this work), undone when training ends.
         hp, undo = self.hparams, []
         if self.device.type == "cpu" and not hp.compile:
             if hp.fast_dropout:
                 undo.append(use_lane_dropout(self.model))
             if self.trainer.world_size == 1:
                 undo.append(use_kept_embedding_grad(self.model))
+            undo.append(fuse_qkv_projections(self.model))
         self._undo_speedups = [u for u in undo if u is not None]
 
     def on_train_end(self) -> None:

@@ -7,7 +7,7 @@ from transformers import BertConfig, BertForSequenceClassification, GPT2Config, 
 
 from helpers import write_base_config
 from main import cli_main
-from modules.embedding_grad import use_kept_embedding_grad
+from modules.embedding_grad import known_norm, use_kept_embedding_grad
 
 
 def _model() -> BertForSequenceClassification:
@@ -49,6 +49,19 @@ def test_same_gradients_and_updates_as_the_dense_backward():
         assert torch.count_nonzero(kept) == torch.count_nonzero(dense)
     for name in dense_state:
         torch.testing.assert_close(kept_state[name], dense_state[name], rtol=1e-5, atol=1e-6)
+
+
+def test_known_norm_is_the_full_norm_until_the_gradient_changes():
+    model = _model()
+    use_kept_embedding_grad(model)
+    ids = torch.randint(0, 97, (3, 6), generator=torch.Generator().manual_seed(0))
+    ids[0, :3] = 5  # a repeated row
+    _loss(model, ids).backward()
+    grad = model.get_input_embeddings().weight.grad
+    torch.testing.assert_close(known_norm(grad), torch.linalg.vector_norm(grad))
+    grad[0] += 1.0  # a callback changing the gradient in place: the recorded norm no longer holds
+    assert known_norm(grad) is None
+    assert known_norm(model.classifier.weight.grad) is None  # no record on other gradients
 
 
 def test_gradient_accumulation_adds_micro_batches():
