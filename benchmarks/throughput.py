@@ -321,7 +321,7 @@ def main() -> None:
             for tool in args.tools if repeat % 2 == 0 else args.tools[::-1]:
                 torch.set_num_threads(threads)  # a tool that changed it must not slow the next one
                 steps = run_tool(tool, model, data, args, precision, cuda)
-                result = {"tool": tool, "precision": precision, "repeat": repeat}
+                result = {"tool": tool, "precision": precision, "repeat": repeat, "peak_before_repeat": peak}
                 result["threads_after"] = torch.get_num_threads()
                 result |= summarize(steps, args.warmup_steps, n_params)
                 runs.append(result)
