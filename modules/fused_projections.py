@@ -8,6 +8,7 @@ the three computes all three outputs from the concatenated weights; the other tw
 turn, on that same input tensor, and compute their own otherwise (cross-attention, hooks that change the input).
 """
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -67,7 +68,7 @@ def fuse_qkv_projections(model: nn.Module) -> Callable[[], None] | None:
             if all(isinstance(linear, nn.Module) for linear in linears) and _fusable(linears):
                 shared = _SharedInputProjections(tuple(linears))
                 for index, linear in enumerate(linears):
-                    linear.forward = _bound(shared, index)
+                    linear.forward = functools.partial(shared.forward, index)
                     fused.append(linear)
     if not fused:
         return None
@@ -77,10 +78,3 @@ def fuse_qkv_projections(model: nn.Module) -> Callable[[], None] | None:
             del linear.forward  # the instance attribute: nn.Linear.forward shows through again
 
     return undo
-
-
-def _bound(shared: _SharedInputProjections, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return shared.forward(index, x)
-
-    return forward
