@@ -17,6 +17,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from modules.dropout import use_lane_dropout
 from modules.embedding_grad import known_norm, use_kept_embedding_grad
 from modules.errors import HFLightningError
+from modules.first_token import first_token_last_layer
 from modules.fused_projections import fuse_qkv_projections
 from modules.hub import check_model_source
 from modules.labels import PROBLEM_TYPES, TASKS, LabelSpec
@@ -192,7 +193,9 @@ class TransformerModule(LightningModule):
         self.parameter_counts = trainable, total = parameter_counts(model)
         if self.hparams.lora_r and rank_zero_only.rank == 0:
             print(f"LoRA: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
-        if self.hparams.compile:
+        if not self.hparams.compile:  # compile traces the model as Hugging Face wrote it
+            first_token_last_layer(model)  # exact: the head reads position 0 only
+        else:
             model.compile()  # in place: parameter names (and checkpoint keys) stay free of `_orig_mod.`
         self.model = model
 
