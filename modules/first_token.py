@@ -3,9 +3,11 @@
 BERT-family sequence classifiers (BERT's pooler, RoBERTa's and ELECTRA's classification heads) read the last layer's
 output at position 0 ([CLS] / <s>) and nowhere else. The other positions of that layer cost a sixth of a 6-layer
 model's matmuls and change no logit and no gradient. Here the last layer's queries, attention output, feed-forward and
-residuals run on position 0; its keys and values still see every position. Only that layer's `forward` changes:
-parameters, state_dict keys and checkpoints stay as they are. Calls this does not cover (cross-attention, a cache,
-attention kernels other than SDPA/eager) run the layer as it is.
+residuals run on position 0; its keys and values still see every position. The model's last hidden state is then
+(batch, 1, hidden), and the last layer's attention weights are not recorded: meant for training and evaluating
+classifiers, which read logits. Only that layer's `forward` changes: parameters, state_dict keys and checkpoints stay
+as they are. Calls this does not cover (cross-attention, a cache, attention kernels other than SDPA/eager) run the
+layer as it is.
 """
 
 import functools
@@ -64,12 +66,12 @@ def _first_token_forward(
     if (
         encoder_hidden_states is not None
         or args
-        or any(kwargs.get(k) is not None for k in ("encoder_attention_mask", "cache"))
+        or any(kwargs.get(k) is not None for k in ("encoder_attention_mask", "cache", "past_key_values"))
         or implementation not in _MASK_4D
         or (attention_mask is not None and attention_mask.dim() != 4)
     ):
         return type(layer).forward(layer, hidden_states, attention_mask, encoder_hidden_states, *args, **kwargs)
-    for name in ("encoder_attention_mask", "cache"):
+    for name in ("encoder_attention_mask", "cache", "past_key_values"):
         kwargs.pop(name, None)
     batch, head_dim = hidden_states.shape[0], attention.attention_head_size
     first = hidden_states[:, :1]
