@@ -100,9 +100,8 @@ def test_with_the_cpu_speedups_under_bf16_autocast():
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_dropout_keeps_its_rate_in_the_last_layer():
-    """With dropout on, the loss is a different draw but the same distribution: train-mode logits vary, eval ones
-    equal the full layer's."""
+def test_dropout_stays_on_in_training_and_off_in_evaluation():
+    """With dropout on, train-mode logits vary from call to call; eval-mode ones equal the full layer's."""
     model = _model("bert", dropout=0.5)
     ids, mask = _inputs(padded=True)
     first_token_last_layer(model)
