@@ -22,7 +22,7 @@ def _loss(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 def test_same_gradients_and_updates_as_the_dense_backward():
-    batches = [torch.randint(0, 97, (3, 6), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    batches = [torch.randint(0, 97, (3, 6), generator=torch.Generator().manual_seed(i)) for i in range(4)]
     batches[0][0, :3] = 5  # a token repeated within the batch: its rows must add up
     results = []
     for kept in (False, True):
@@ -31,11 +31,14 @@ def test_same_gradients_and_updates_as_the_dense_backward():
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
         weight = model.get_input_embeddings().weight
         grads, pointers = [], []
-        for ids in batches:
+        for step, ids in enumerate(batches):
             _loss(model, ids).backward()
             grads.append(weight.grad.clone())
             pointers.append(weight.grad.data_ptr())
             assert not weight.grad.is_sparse
+            # Gradient clipping's path on CPU: fused AdamW divides the gradients by grad_scale in place, without a
+            # version bump; the next step must still find only zeros outside the rows it fills.
+            optimizer.grad_scale = torch.tensor(2.0) if step % 2 else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         if kept:
@@ -75,6 +78,24 @@ def test_gradient_accumulation_adds_micro_batches():
         _loss(model, batch).backward()
     grad = model.get_input_embeddings().weight.grad
     torch.testing.assert_close(grad, expected.get_input_embeddings().weight.grad, rtol=1e-6, atol=1e-7)
+    # The second micro-batch's rows went in after the buffer was filled: the next step must not keep them.
+    model.zero_grad(set_to_none=True)
+    _loss(model, ids[0]).backward()
+    expected.zero_grad(set_to_none=True)
+    _loss(expected, ids[0]).backward()
+    torch.testing.assert_close(grad, expected.get_input_embeddings().weight.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_a_gradient_changed_in_place_is_zeroed_whole_before_the_next_batch():
+    model = _model()
+    use_kept_embedding_grad(model)
+    weight = model.get_input_embeddings().weight
+    first, second = torch.zeros(3, 6, dtype=torch.long) + 7, torch.zeros(3, 6, dtype=torch.long) + 9
+    _loss(model, first).backward()
+    weight.grad[40] += 1.0  # a callback writing outside the batch's rows
+    model.zero_grad(set_to_none=True)
+    _loss(model, second).backward()
+    assert weight.grad.abs().sum(dim=1).nonzero().flatten().tolist() == [9]
 
 
 def test_not_applied_to_frozen_or_tied_embeddings():
