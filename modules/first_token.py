@@ -3,7 +3,9 @@
 BERT-family sequence classifiers (BERT's pooler, RoBERTa's and ELECTRA's classification heads) read the last layer's
 output at position 0 ([CLS] / <s>) and nowhere else. The other positions of that layer cost a sixth of a 6-layer
 model's matmuls and change no logit and no gradient. Here the last layer's queries, attention output, feed-forward and
-residuals run on position 0; its keys and values still see every position. The model's last hidden state is then
+residuals run on position 0. Its one query still attends to every position, with the key and value projections folded
+into it (`_first_query_attention`): no key or value is projected, when the three projections are plain `nn.Linear`s
+(LoRA's and other wrapped ones run as modules, on every position). The model's last hidden state is then
 (batch, 1, hidden), and the last layer's attention weights are not recorded: meant for training and evaluating
 classifiers, which read logits. Only that layer's `forward` changes: parameters, state_dict keys and checkpoints stay
 as they are. Calls this does not cover (cross-attention, a cache, attention kernels other than SDPA/eager) run the
@@ -15,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -75,11 +78,17 @@ def _first_token_forward(
         kwargs.pop(name, None)
     batch, head_dim = hidden_states.shape[0], attention.attention_head_size
     first = hidden_states[:, :1]
+    if attention_mask is not None:
+        attention_mask = attention_mask[:, :, :1]  # the first query's row
+    projections = [getattr(attention, name) for name in ("query", "key", "value")]
+    heads = getattr(attention, "num_attention_heads", 0)
+    if all(_plain(p) and p.out_features == heads * head_dim for p in projections):
+        context = _first_query_attention(attention, first, hidden_states, attention_mask)
+        attention_output = layer.attention.output(context, first)
+        return layer.output(layer.intermediate(attention_output), attention_output)
     query = attention.query(first).view(batch, 1, -1, head_dim).transpose(1, 2)  # (batch, heads, 1, head_dim)
     key = attention.key(hidden_states).view(batch, -1, query.shape[1], head_dim).transpose(1, 2)
     value = attention.value(hidden_states).view(batch, -1, query.shape[1], head_dim).transpose(1, 2)
-    if attention_mask is not None:
-        attention_mask = attention_mask[:, :, :1]  # the first query's row
     eager = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None)
     interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager)
     context, _ = interface(
@@ -94,6 +103,46 @@ def _first_token_forward(
     )
     attention_output = layer.attention.output(context.reshape(batch, 1, -1), first)
     return layer.output(layer.intermediate(attention_output), attention_output)
+
+
+def _plain(linear: nn.Module) -> bool:
+    """An `nn.Linear` whose weights say all it does: no subclass (LoRA, quantized) and no hooks to run."""
+    hooks = linear._forward_hooks or linear._forward_pre_hooks
+    return type(linear) is nn.Linear and not hooks and not nn.modules.module._global_forward_hooks
+
+
+def _first_query_attention(
+    attention: nn.Module, first: torch.Tensor, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Position 0's attention over all positions, (batch, 1, heads x head_dim), without projecting any key or value.
+
+    For head h with query q: q . (W_k x_t + b_k) = (W_k^T q) . x_t + q . b_k, and sum_t p_t (W_v x_t + b_v) =
+    W_v (sum_t p_t x_t) + (sum_t p_t) b_v. So each head scores the hidden states against one vector W_k^T q and
+    projects one mix of them: heads x hidden multiply-adds per token instead of the key and value projections'
+    2 x hidden^2 (on MiniLM 12 x 384 against 2 x 384^2). Same softmax, mask and dropout as the layer's attention.
+    """
+    batch, heads, head_dim = first.shape[0], attention.num_attention_heads, attention.attention_head_size
+    hidden = hidden_states.shape[-1]
+    key, value = attention.key, attention.value
+    query = F.linear(first, attention.query.weight, attention.query.bias).view(batch, heads, head_dim)
+    # Products batched over heads, then over the batch (a weight broadcast over the batch would be copied per row).
+    folded = torch.bmm(query.transpose(0, 1), key.weight.view(heads, head_dim, hidden))  # W_k^T q: (heads, batch, D)
+    scores = torch.bmm(folded.transpose(0, 1), hidden_states.transpose(1, 2))  # (batch, heads, length)
+    if key.bias is not None:  # the same for every position (softmax drops it), kept so that b_k's gradient is as it was
+        scores = scores + (query * key.bias.view(heads, head_dim)).sum(-1, keepdim=True)
+    scores = scores.unsqueeze(2) * getattr(attention, "scaling", head_dim**-0.5)  # (batch, heads, 1, length)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:  # True = attend (SDPA's); finfo.min, as transformers masks
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:  # additive (eager's)
+            scores = scores + attention_mask
+    weights = attention.dropout(torch.softmax(scores, dim=-1)).squeeze(2)  # (batch, heads, length)
+    mixed = torch.bmm(weights, hidden_states)  # sum_t p_t x_t: (batch, heads, hidden)
+    context = torch.bmm(mixed.transpose(0, 1), value.weight.view(heads, head_dim, hidden).transpose(1, 2))
+    context = context.transpose(0, 1)  # (batch, heads, head_dim)
+    if value.bias is not None:  # dropout leaves sum_t p_t != 1
+        context = context + weights.sum(-1, keepdim=True) * value.bias.view(heads, head_dim)
+    return context.reshape(batch, 1, heads * head_dim)
 
 
 def first_token_last_layer(model: nn.Module) -> Callable[[], None] | None:

@@ -2,6 +2,7 @@
 
 import pickle
 from copy import deepcopy
+from unittest import mock
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from transformers import (
 )
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from modules import first_token
 from modules.dropout import use_lane_dropout
 from modules.first_token import first_token_last_layer
 from modules.fused_projections import fuse_qkv_projections
@@ -36,7 +38,12 @@ def _model(kind: str, attention: str = "sdpa", dropout: float = 0.0) -> torch.nn
     config = config_class(vocab_size=97, num_labels=3, **SIZES, **extra)
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     config._attn_implementation = attention
-    return model_class(config).train()
+    model = model_class(config).train()
+    with torch.no_grad():  # biases start at zero: give them values, so that a term they enter cannot go unchecked
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0.0, 0.5)
+    return model
 
 
 def _logits_and_grads(model, ids, mask, autocast: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -69,9 +76,12 @@ def test_same_logits_and_gradients_as_the_full_last_layer(kind, attention, padde
     assert undo is not None
     shapes = []
     hook = model.base_model.encoder.layer[-1].register_forward_hook(lambda m, i, o: shapes.append(o.shape))
-    logits, grads = _logits_and_grads(model, ids, mask)
+    spy = mock.patch.object(first_token, "_first_query_attention", wraps=first_token._first_query_attention)
+    with spy as folded:
+        logits, grads = _logits_and_grads(model, ids, mask)
     hook.remove()
     assert shapes == [torch.Size([3, 1, 16])]  # the last layer ran for position 0 only
+    assert folded.call_count == 1  # with key and value folded into the query (no projection of every token)
     torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=1e-6)
     assert grads.keys() == expected_grads.keys()
     for name, grad in expected_grads.items():
@@ -82,6 +92,56 @@ def test_same_logits_and_gradients_as_the_full_last_layer(kind, attention, padde
         torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits, expected_logits.detach())
     undo()
     assert "forward" not in vars(model.base_model.encoder.layer[-1])
+
+
+class _WrappedLinear(torch.nn.Linear):
+    """A Linear subclass, as LoRA and quantized layers are: its weights may not say all it does."""
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_projections_that_are_more_than_their_weights_run_as_modules(dropout):
+    model = _model("bert", dropout=dropout).eval()  # eval: dropout off, but the layer reads its rate
+    attention = model.base_model.encoder.layer[-1].attention.self
+    wrapped = _WrappedLinear(16, 16)
+    wrapped.load_state_dict(attention.value.state_dict())
+    attention.value = wrapped
+    ids, mask = _inputs(padded=True)
+    expected_logits, expected_grads = _logits_and_grads(model, ids, mask)
+    first_token_last_layer(model)
+    calls = []
+    wrapped.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    with mock.patch.object(first_token, "_first_query_attention") as folded:
+        logits, grads = _logits_and_grads(model, ids, mask)
+    assert not folded.called and calls == [torch.Size([3, 9, 16])]  # the module ran, on every position
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=1e-6)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_attention_dropout_applies_to_the_folded_attention():
+    """A dropped probability is dropped from both the mix of hidden states and the value bias's weight."""
+    model = _model("bert")
+    layer = model.base_model.encoder.layer[-1]
+    ids, mask = _inputs(padded=True)
+    drop = torch.tensor([1.0, 0.0, 2.0, 2.0, 0.0, 1.0, 1.0, 2.0, 0.0])  # kept x2, dropped, kept as it is
+
+    class Dropped(torch.nn.Module):
+        def forward(self, weights: torch.Tensor) -> torch.Tensor:
+            return weights * drop
+
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
+        attention = layer.attention.self
+        attention.dropout = Dropped()
+        # the full layer's attention, for position 0, with the same multipliers on its probabilities
+        q = attention.query(hidden[:, :1]).view(3, 1, 2, 8).transpose(1, 2)
+        k = attention.key(hidden).view(3, 9, 2, 8).transpose(1, 2)
+        v = attention.value(hidden).view(3, 9, 2, 8).transpose(1, 2)
+        scores = (q @ k.transpose(2, 3)) * attention.scaling
+        scores = scores.masked_fill(mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
+        reference = (torch.softmax(scores, -1) * drop) @ v
+        folded = first_token._first_query_attention(attention, hidden[:, :1], hidden, mask[:, None, None, :] == 1)
+    torch.testing.assert_close(folded, reference.transpose(1, 2).reshape(3, 1, 16), rtol=1e-5, atol=1e-6)
 
 
 def test_with_the_cpu_speedups_under_bf16_autocast():
