@@ -285,9 +285,28 @@ def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float]) 
     for precision in args.precision:
         rate = {r["tool"]: r["samples_per_s"] for r in rows if r["precision"] == precision}
         pairs = itertools.product(("ours", "ours_compile"), ("hf", "hf_grouped"))
-        ratios = [f"{a}/{b} {rate[a] / rate[b]:.2f}x" for a, b in pairs if a in rate and b in rate]
+        ratios = []
+        for a, b in pairs:
+            if a in rate and b in rate:
+                # The same repeat's runs were minutes apart, the repeats themselves farther: their ratios, as well.
+                paired = [
+                    x["samples_per_s"] / y["samples_per_s"]
+                    for x, y in itertools.product(runs, runs)
+                    if (x["tool"], y["tool"], x["precision"], y["precision"]) == (a, b, precision, precision)
+                    and x["repeat"] == y["repeat"]
+                ]
+                each = ", ".join(f"{r:.2f}" for r in paired)
+                median = statistics.median(paired)
+                ratios.append(f"{a}/{b} {rate[a] / rate[b]:.2f}x (per repeat {each}; median {median:.2f})")
         if ratios:
             print(f"precision {precision}: " + "   ".join(ratios))
+        shares = []
+        for tool in args.tools:
+            mine = [r for r in runs if (r["tool"], r["precision"]) == (tool, precision) and "peak_before_repeat" in r]
+            if mine:
+                shares.append(f"{tool} " + ", ".join(f"{r['gflop_per_s'] / r['peak_before_repeat']:.1%}" for r in mine))
+        if shares:
+            print(f"precision {precision}, of the peak taken before each repeat: " + "   ".join(shares))
     return rows
 
 
