@@ -126,7 +126,7 @@ def _first_query_attention(
     key, value = attention.key, attention.value
     query = F.linear(first, attention.query.weight, attention.query.bias).view(batch, heads, head_dim)
     # Products batched over heads, then over the batch (a weight broadcast over the batch would be copied per row).
-    folded = torch.bmm(query.transpose(0, 1), key.weight.view(heads, head_dim, hidden))  # W_k^T q: (heads, batch, D)
+    folded = torch.bmm(query.transpose(0, 1), key.weight.reshape(heads, head_dim, hidden))  # W_k^T q: (heads, batch, D)
     scores = torch.bmm(folded.transpose(0, 1), hidden_states.transpose(1, 2))  # (batch, heads, length)
     if key.bias is not None:  # the same for every position (softmax drops it), kept so that b_k's gradient is as it was
         scores = scores + (query * key.bias.view(heads, head_dim)).sum(-1, keepdim=True)
@@ -138,7 +138,7 @@ def _first_query_attention(
             scores = scores + attention_mask
     weights = attention.dropout(torch.softmax(scores, dim=-1)).squeeze(2)  # (batch, heads, length)
     mixed = torch.bmm(weights, hidden_states)  # sum_t p_t x_t: (batch, heads, hidden)
-    context = torch.bmm(mixed.transpose(0, 1), value.weight.view(heads, head_dim, hidden).transpose(1, 2))
+    context = torch.bmm(mixed.transpose(0, 1), value.weight.reshape(heads, head_dim, hidden).transpose(1, 2))
     context = context.transpose(0, 1)  # (batch, heads, head_dim)
     if value.bias is not None:  # dropout leaves sum_t p_t != 1
         context = context + weights.sum(-1, keepdim=True) * value.bias.view(heads, head_dim)
