@@ -58,6 +58,15 @@ class LaneDropout(nn.Dropout):
         return lane_dropout(x, self.p, self.training)
 
 
+def masked_scores(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention scores with a transformers mask applied: bool (SDPA's, True = attend) or additive (eager's)."""
+    if attention_mask is None:
+        return scores
+    if attention_mask.dtype == torch.bool:  # finfo.min rather than -inf: no NaN on an empty row
+        return scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    return scores + attention_mask[..., : scores.shape[-1]]
+
+
 def attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -89,11 +98,7 @@ def attention(
         attention_mask = torch.ones(q_length, kv_length, dtype=torch.bool, device=query.device).tril()
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query * scaling, key.transpose(2, 3))  # (batch, heads, q_length, kv_length)
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:  # True = attend; finfo.min rather than -inf: no NaN on an empty row
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask[..., :kv_length]
+    scores = masked_scores(scores, attention_mask)
     weights = lane_dropout(torch.softmax(scores, dim=-1).to(value.dtype), dropout)
     output = torch.matmul(weights, value)
     return output.transpose(1, 2).contiguous(), None

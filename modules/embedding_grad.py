@@ -41,8 +41,9 @@ def use_kept_embedding_grad(model: PreTrainedModel) -> Callable[[], None] | None
                 buffer.index_fill_(0, last[1], 0.0)
             else:  # new, or changed in place since (a callback, micro-batches of gradient accumulation)
                 buffer.zero_()
-            rows = grad._indices()[0].unique()
-            buffer.index_add_(0, grad._indices()[0], grad._values().to(buffer.dtype))
+            indices = grad._indices()[0]
+            buffer.index_add_(0, indices, grad._values().to(buffer.dtype))
+            rows = indices.unique()
             parameter.grad = buffer
             # Its norm, from the rows the batch touched (~1k of 30k): gradient clipping need not read all 47 MB.
             buffer._rows_norm = (buffer._version, torch.linalg.vector_norm(buffer.index_select(0, rows)))

@@ -22,6 +22,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from modules.dropout import masked_scores
+
 # Classifiers whose head reads position 0 of the last hidden state only, and whose layers are BERT's
 # (attention.self.{query,key,value}, attention.output, intermediate, output).
 FIRST_TOKEN_HEADS = (
@@ -131,11 +133,7 @@ def _first_query_attention(
     if key.bias is not None:  # the same for every position (softmax drops it), kept so that b_k's gradient is as it was
         scores = scores + (query * key.bias.view(heads, head_dim)).sum(-1, keepdim=True)
     scores = scores.unsqueeze(2) * getattr(attention, "scaling", head_dim**-0.5)  # (batch, heads, 1, length)
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:  # True = attend (SDPA's); finfo.min, as transformers masks
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:  # additive (eager's)
-            scores = scores + attention_mask
+    scores = masked_scores(scores, attention_mask)
     weights = attention.dropout(torch.softmax(scores, dim=-1)).squeeze(2)  # (batch, heads, length)
     mixed = torch.bmm(weights, hidden_states)  # sum_t p_t x_t: (batch, heads, hidden)
     context = torch.bmm(mixed.transpose(0, 1), value.weight.reshape(heads, head_dim, hidden).transpose(1, 2))
