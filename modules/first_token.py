@@ -86,23 +86,22 @@ def _first_token_forward(
     heads = getattr(attention, "num_attention_heads", 0)
     if all(_plain(p) and p.out_features == heads * head_dim for p in projections):
         context = _first_query_attention(attention, first, hidden_states, attention_mask)
-        attention_output = layer.attention.output(context, first)
-        return layer.output(layer.intermediate(attention_output), attention_output)
-    query = attention.query(first).view(batch, 1, -1, head_dim).transpose(1, 2)  # (batch, heads, 1, head_dim)
-    key = attention.key(hidden_states).view(batch, -1, query.shape[1], head_dim).transpose(1, 2)
-    value = attention.value(hidden_states).view(batch, -1, query.shape[1], head_dim).transpose(1, 2)
-    eager = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None)
-    interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager)
-    context, _ = interface(
-        attention,
-        query,
-        key,
-        value,
-        attention_mask,
-        dropout=attention.dropout.p if attention.training else 0.0,
-        scaling=getattr(attention, "scaling", head_dim**-0.5),
-        **kwargs,
-    )
+    else:  # wrapped projections (LoRA, quantized) run as modules: key and value on every position
+        query = attention.query(first).view(batch, 1, -1, head_dim).transpose(1, 2)  # (batch, heads, 1, head_dim)
+        key = attention.key(hidden_states).view(batch, -1, query.shape[1], head_dim).transpose(1, 2)
+        value = attention.value(hidden_states).view(batch, -1, query.shape[1], head_dim).transpose(1, 2)
+        eager = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None)
+        interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager)
+        context, _ = interface(
+            attention,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=attention.dropout.p if attention.training else 0.0,
+            scaling=getattr(attention, "scaling", head_dim**-0.5),
+            **kwargs,
+        )
     attention_output = layer.attention.output(context.reshape(batch, 1, -1), first)
     return layer.output(layer.intermediate(attention_output), attention_output)
 
