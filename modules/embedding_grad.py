@@ -29,16 +29,16 @@ def use_kept_embedding_grad(model: PreTrainedModel) -> Callable[[], None] | None
     if output is not None and getattr(output, "weight", None) is weight:  # tied to an output layer: its grad is dense
         return None
     buffer = torch.zeros_like(weight)
-    filled: list = [None]  # (the buffer's version once filled, the rows filled then): the only non-zero rows
+    filled = None  # (the buffer's version once filled, the rows filled then): the only non-zero rows
 
     def densify(parameter: torch.Tensor) -> None:
+        nonlocal filled
         grad = parameter.grad
         if grad is not None and grad.is_sparse:  # a dense one already holds the sparse grads of earlier micro-batches
-            last = filled[0]
-            if last is not None and last[0] == buffer._version:
+            if filled is not None and filled[0] == buffer._version:
                 # Unchanged since it was filled (fused AdamW's clip-factor write, which keeps zeros, leaves the version
                 # as it is): zero the rows filled then, not all 47 MB (~4 ms a step on 2 cores).
-                buffer.index_fill_(0, last[1], 0.0)
+                buffer.index_fill_(0, filled[1], 0.0)
             else:  # new, or changed in place since (a callback, micro-batches of gradient accumulation)
                 buffer.zero_()
             indices = grad._indices()[0]
@@ -47,7 +47,7 @@ def use_kept_embedding_grad(model: PreTrainedModel) -> Callable[[], None] | None
             parameter.grad = buffer
             # Its norm, from the rows the batch touched (~1k of 30k): gradient clipping need not read all 47 MB.
             buffer._rows_norm = (buffer._version, torch.linalg.vector_norm(buffer.index_select(0, rows)))
-            filled[0] = (buffer._version, rows)
+            filled = (buffer._version, rows)
 
     embedding.sparse = True
     handle = weight.register_post_accumulate_grad_hook(densify)
