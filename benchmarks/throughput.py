@@ -302,7 +302,7 @@ def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float]) 
             print(f"precision {precision}: " + "   ".join(ratios))
         shares = []
         for tool in args.tools:
-            mine = [r for r in runs if (r["tool"], r["precision"]) == (tool, precision) and "peak_before_repeat" in r]
+            mine = [r for r in runs if (r["tool"], r["precision"]) == (tool, precision)]
             if mine:
                 shares.append(f"{tool} " + ", ".join(f"{r['gflop_per_s'] / r['peak_before_repeat']:.1%}" for r in mine))
         if shares:
