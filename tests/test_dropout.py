@@ -11,7 +11,15 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from helpers import epoch_metrics, write_base_config
 from main import cli_main
-from modules.dropout import ATTENTION, LaneDropout, attention, keep_mask, lane_dropout, use_lane_dropout
+from modules.dropout import (
+    ATTENTION,
+    LaneDropout,
+    attention,
+    keep_mask,
+    lane_dropout,
+    masked_scores,
+    use_lane_dropout,
+)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -55,6 +63,59 @@ def test_dropout_keeps_dtype_and_seeded_draws():
     assert torch.equal(lane_dropout(x, 1e-6), x)  # rounds to keep-all
     module = LaneDropout(0.3).eval()
     assert torch.equal(module(x), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_masks_in_the_datas_dtype_keep_the_same_elements(dtype):
+    """A floating mask holds `kept` where the bool mask of the same draw holds True, and 0 elsewhere."""
+    shape = torch.Size([3, 50, 7])
+    torch.manual_seed(5)
+    kept = keep_mask(shape, 0.3)
+    torch.manual_seed(5)
+    ones = keep_mask(shape, 0.3, dtype)
+    torch.manual_seed(5)
+    scaled = keep_mask(shape, 0.3, dtype, kept=1 / 0.7)
+    assert ones.dtype == scaled.dtype == dtype and ones.shape == scaled.shape == shape
+    assert 0.6 < kept.float().mean().item() < 0.8
+    assert torch.equal(ones, kept.to(dtype))
+    assert torch.equal(scaled, torch.where(kept, torch.tensor(1 / 0.7, dtype=dtype), torch.tensor(0.0, dtype=dtype)))
+    assert torch.equal(keep_mask(shape, 1e-6, dtype, kept=2.0), torch.full(shape, 2.0, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_dropout_equals_the_bool_mask_reference_with_the_scale_at_full_precision(dtype):
+    """Outputs and gradients bit for bit those of `where(mask, x, 0) * scale`, the scale a Python float: in bf16 not
+    torch's CPU dropout, which multiplies by the scale rounded to bf16 (1/0.9 -> 1.109)."""
+    x = torch.randn(4, 30, 24).to(dtype).requires_grad_()
+    grad = torch.randn(4, 30, 24).to(dtype)
+    torch.manual_seed(2)
+    ours = lane_dropout(x, 0.1)
+    (ours_grad,) = torch.autograd.grad(ours, x, grad)
+    torch.manual_seed(2)
+    reference = torch.where(keep_mask(x.shape, 0.1), x, 0.0) * (65536 / round(0.9 * 65536))
+    (reference_grad,) = torch.autograd.grad(reference, x, grad)
+    assert ours.dtype == dtype and torch.equal(ours, reference) and torch.equal(ours_grad, reference_grad)
+    if dtype == torch.bfloat16:  # the bf16-rounded scale would give other values
+        rounded = torch.tensor(65536 / round(0.9 * 65536), dtype=dtype).item()
+        assert not torch.equal(ours[ours != 0], (x * rounded)[ours != 0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bool_attention_masks_give_masked_fills_probabilities_and_gradients(dtype):
+    torch.manual_seed(0)
+    scores = (4 * torch.randn(2, 3, 5, 5)).to(dtype).requires_grad_()
+    mask = torch.rand(2, 1, 5, 5) > 0.4
+    mask[..., 0] = True
+    mask[1, 0, 2] = False  # a query that may attend to nothing: uniform probabilities, not NaN
+    ours = torch.softmax(masked_scores(scores, mask), -1)
+    reference = torch.softmax(scores.masked_fill(~mask, torch.finfo(dtype).min), -1)
+    grad = torch.randn_like(ours)
+    grad[1, :, 2] = 0  # as in a model: a position that attends nowhere is padding, whose output nothing reads
+    assert torch.equal(ours, reference) and torch.equal(ours[1, :, 2], torch.full((3, 5), 0.2, dtype=dtype))
+    masked = ~mask.expand_as(ours).clone()
+    masked[1, :, 2] = False
+    assert bool((ours[masked] == 0).all())
+    assert torch.equal(*(torch.autograd.grad(p, scores, grad)[0] for p in (ours, reference)))
 
 
 def _python_nodes(output: torch.Tensor) -> list[str]:
