@@ -13,6 +13,7 @@ Run from the repo root, with accelerate installed (`pip install -e .[bench]`):
 """
 
 import argparse
+import functools
 import gc
 import itertools
 import json
@@ -177,6 +178,7 @@ def summarize(steps: list[Step], warmup_steps: int, n_params: int) -> dict[str, 
         "samples_per_s": sum(s.samples for s in window) / elapsed,
         "real_tokens_per_s": real / elapsed,
         "real_token_fraction": real / padded,
+        "padded_tokens_per_step": padded / len(window),
         "gflop_per_s": 6 * n_params * real / elapsed / 1e9,  # forward 2N + backward 4N per token, attention aside
     }
 
@@ -203,6 +205,42 @@ def matmul_peak(dtype: torch.dtype, device: str, seconds: float = 0.25) -> float
                     sync()
             sync()
             best = max(best, 2 * n**3 * calls / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def linear_matmul_rate(model: str, tokens: int, dtype: torch.dtype, device: str, seconds: float = 0.25) -> float:
+    """GFLOP/s of the model's own training matmuls alone: for each `nn.Linear` (at `tokens` rows, a step's padded token
+    count), its forward product and the two of its backward (input and weight gradients), back to back, best of two
+    windows. The square-matmul peak says what the hardware can do; this, what it does at the shapes training has (on
+    2 CPU cores, MiniLM's (~900 x 384) products run at about half the square rate). A step made of these products and
+    nothing else would reach it."""
+    classifier = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
+    shapes = [(m.in_features, m.out_features) for m in classifier.modules() if isinstance(m, torch.nn.Linear)]
+    del classifier
+    operands = {}
+    for n_in, n_out in set(shapes):
+        make = functools.partial(torch.randn, device=device, dtype=dtype)
+        operands[n_in, n_out] = make(tokens, n_in), make(n_out, n_in), make(n_out), make(tokens, n_out)
+
+    def step() -> None:
+        for shape in shapes:
+            x, weight, bias, grad = operands[shape]
+            torch.addmm(bias, x, weight.t())
+            grad @ weight
+            grad.t() @ x
+
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
+    flops = sum(6 * tokens * n_in * n_out for n_in, n_out in shapes)
+    step()
+    best = 0.0
+    for _ in range(2):
+        sync()
+        calls, start = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - start < seconds:
+            step()
+            calls += 1
+        sync()
+        best = max(best, flops * calls / (time.perf_counter() - start) / 1e9)
     return best
 
 
@@ -307,6 +345,17 @@ def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float]) 
                 shares.append(f"{tool} " + ", ".join(f"{r['gflop_per_s'] / r['peak_before_repeat']:.1%}" for r in mine))
         if shares:
             print(f"precision {precision}, of the peak taken before each repeat: " + "   ".join(shares))
+        shares = []
+        for tool in args.tools:
+            mine = [r for r in runs if (r["tool"], r["precision"]) == (tool, precision)]
+            if mine:
+                each = (r["gflop_per_s"] / r["linear_matmuls_after_repeat"] for r in mine)
+                shares.append(f"{tool} " + ", ".join(f"{share:.1%}" for share in each))
+        if shares:
+            rates = {r["repeat"]: r["linear_matmuls_after_repeat"] for r in runs if r["precision"] == precision}
+            alone = ", ".join(f"{rates[repeat]:.0f}" for repeat in sorted(rates))
+            print(f"precision {precision}, the model's Linear matmuls alone at the training's shapes: {alone} GFLOP/s")
+            print(f"precision {precision}, of those matmuls' rate after each repeat: " + "   ".join(shares))
     return rows
 
 
@@ -358,6 +407,13 @@ def main() -> None:
                 gc.collect()
                 if cuda:
                     torch.cuda.empty_cache()
+            # The same repeat's products at its training shapes (the rows: the padded tokens of ours' steps, else any).
+            mine = [r for r in runs if (r["repeat"], r["precision"]) == (repeat, precision)]
+            tokens = next((r for r in mine if r["tool"] == "ours"), mine[0])["padded_tokens_per_step"]
+            rate = linear_matmul_rate(model, round(tokens), MATMUL_DTYPE[precision], "cuda" if cuda else "cpu")
+            print(f"[repeat {repeat}] the model's Linear matmuls at {tokens:.0f} rows, {precision}: {rate:.0f} GFLOP/s")
+            for result in mine:
+                result["linear_matmuls_after_repeat"] = rate
     print(f"\n{settings}")
     print("matmul peak (best of the repeats): " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()))
     rows = report(runs, args, peaks)
