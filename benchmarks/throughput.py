@@ -339,25 +339,25 @@ def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float]) 
                 ratios.append(f"{a}/{b} {rate[a] / rate[b]:.2f}x (per repeat {each}; median {median:.2f})")
         if ratios:
             print(f"precision {precision}: " + "   ".join(ratios))
-        shares = []
-        for tool in args.tools:
-            mine = [r for r in runs if (r["tool"], r["precision"]) == (tool, precision)]
-            if mine:
-                shares.append(f"{tool} " + ", ".join(f"{r['gflop_per_s'] / r['peak_before_repeat']:.1%}" for r in mine))
-        if shares:
-            print(f"precision {precision}, of the peak taken before each repeat: " + "   ".join(shares))
-        shares = []
-        for tool in args.tools:
-            mine = [r for r in runs if (r["tool"], r["precision"]) == (tool, precision)]
-            if mine:
-                each = (r["gflop_per_s"] / r["linear_matmuls_after_repeat"] for r in mine)
-                shares.append(f"{tool} " + ", ".join(f"{share:.1%}" for share in each))
-        if shares:
-            rates = {r["repeat"]: r["linear_matmuls_after_repeat"] for r in runs if r["precision"] == precision}
-            alone = ", ".join(f"{rates[repeat]:.0f}" for repeat in sorted(rates))
-            print(f"precision {precision}, the model's Linear matmuls alone at the training's shapes: {alone} GFLOP/s")
-            print(f"precision {precision}, of those matmuls' rate after each repeat: " + "   ".join(shares))
+        shares = functools.partial(_shares, runs, args.tools, precision)
+        print(f"precision {precision}, of the peak taken before each repeat: " + shares("peak_before_repeat"))
+        rates = {r["repeat"]: r["linear_matmuls_after_repeat"] for r in runs if r["precision"] == precision}
+        alone = ", ".join(f"{rates[repeat]:.0f}" for repeat in sorted(rates))
+        print(f"precision {precision}, the model's Linear matmuls alone at the training's shapes: {alone} GFLOP/s")
+        print(
+            f"precision {precision}, of those matmuls' rate after each repeat: " + shares("linear_matmuls_after_repeat")
+        )
     return rows
+
+
+def _shares(runs: list[dict], tools: list[str], precision: str, rate: str) -> str:
+    """Each tool's GFLOP/s, run by run, as a share of the rate recorded with the run under the key `rate`."""
+    shares = []
+    for tool in tools:
+        mine = [r for r in runs if (r["tool"], r["precision"]) == (tool, precision)]
+        if mine:
+            shares.append(f"{tool} " + ", ".join(f"{r['gflop_per_s'] / r[rate]:.1%}" for r in mine))
+    return "   ".join(shares)
 
 
 def main() -> None:
