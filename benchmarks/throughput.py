@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 from unittest import mock
@@ -189,22 +190,29 @@ def matmul_peak(dtype: torch.dtype, device: str, seconds: float = 0.25) -> float
     Sustained, not the fastest single call: on this shared 2-core VM the fastest of ten 1-4 ms bf16 products ran at up
     to 2.6x the rate the same products held for half a second, and a training run lasts minutes.
     """
-    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     best = 0.0
     for n in (4096, 8192) if device == "cuda" else (1024, 2048, 4096):
         a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         for _ in range(3):  # the first calls pay for kernel selection and page faults
             a @ b
-        for _ in range(2):
-            sync()
-            calls, start = 0, time.perf_counter()
-            while calls < 3 or time.perf_counter() - start < seconds:
-                a @ b
-                calls += 1
-                if device == "cuda" and calls % 10 == 0:
-                    sync()
-            sync()
-            best = max(best, 2 * n**3 * calls / (time.perf_counter() - start) / 1e9)
+        best = max(best, sustained_rate(functools.partial(torch.matmul, a, b), 2 * n**3, device, seconds))
+    return best
+
+
+def sustained_rate(run: Callable[[], object], flops: float, device: str, seconds: float) -> float:
+    """GFLOP/s that `run` (`flops` a call) sustains called back to back for `seconds`: the best of two windows."""
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
+    best = 0.0
+    for _ in range(2):
+        sync()
+        calls, start = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - start < seconds:
+            run()
+            calls += 1
+            if device == "cuda" and calls % 10 == 0:
+                sync()
+        sync()
+        best = max(best, flops * calls / (time.perf_counter() - start) / 1e9)
     return best
 
 
@@ -230,19 +238,8 @@ def linear_matmul_rate(model: str, tokens: int, dtype: torch.dtype, device: str,
             grad @ weight
             grad.t() @ x
 
-    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
-    flops = sum(6 * tokens * n_in * n_out for n_in, n_out in shapes)
-    step()
-    best = 0.0
-    for _ in range(2):
-        sync()
-        calls, start = 0, time.perf_counter()
-        while calls < 3 or time.perf_counter() - start < seconds:
-            step()
-            calls += 1
-        sync()
-        best = max(best, flops * calls / (time.perf_counter() - start) / 1e9)
-    return best
+    step()  # the first calls pay for kernel selection
+    return sustained_rate(step, sum(6 * tokens * n_in * n_out for n_in, n_out in shapes), device, seconds)
 
 
 def non_embedding_parameters(model: str) -> int:
