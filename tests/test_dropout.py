@@ -169,6 +169,31 @@ def test_attention_without_dropout_effect_matches_sdpa(causal):
         torch.testing.assert_close(mine, theirs)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "grad", "products"),
+    [(torch.bfloat16, True, True), (torch.bfloat16, False, False), (torch.float32, True, False)],
+)
+def test_attention_without_dropout_trains_bf16_as_products(dtype, grad, products):
+    """p == 0: bf16 attention that needs gradients runs as products (SDPA's CPU backward in bf16 is ~4.5x slower), with
+    SDPA's outputs and gradients; evaluation and fp32 training keep SDPA itself."""
+    module = nn.Module()
+    module.is_causal = False
+    mask = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    mask[1, ..., 4:] = False
+    query, key, value = (t.detach().to(dtype).requires_grad_(grad) for t in _qkv())
+    leaves = [t.detach().requires_grad_(grad) for t in (query, key, value)]
+    with mock.patch("modules.dropout.sdpa_attention_forward", wraps=sdpa_attention_forward) as sdpa:
+        ours, _ = attention(module, query, key, value, mask, dropout=0.0)
+    assert sdpa.call_count == (0 if products else 1)
+    reference, _ = sdpa_attention_forward(module, *leaves, mask)
+    torch.testing.assert_close(ours, reference, rtol=2e-2, atol=2e-2)
+    if grad:
+        ours.float().square().sum().backward()
+        reference.float().square().sum().backward()
+        for mine, theirs in zip((query.grad, key.grad, value.grad), (t.grad for t in leaves)):
+            torch.testing.assert_close(mine.float(), theirs.float(), rtol=5e-2, atol=5e-2)
+
+
 def test_attention_dropout_drops_probabilities():
     module = nn.Module()
     module.is_causal = False
