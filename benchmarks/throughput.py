@@ -1,10 +1,11 @@
 """Training throughput of `hf-lightning fit` against the Hugging Face `Trainer` on the same model, data and settings.
 
 Both tools train the same classifier on the same train split with the same batch size, max_length, precision and
-number of optimizer steps, alternating tool by tool within each repeat. Printed per tool and precision: samples/s from
-the end of step --warmup_steps to the last step (startup excluded), the ratios ours/hf and ours/hf_grouped, the
-fraction of real (non-pad) tokens in the batches each tool fed, and achieved GFLOP/s (6 x non-embedding parameters x
-real tokens/s) against a matmul peak measured on the spot. It prints numbers and asserts nothing about speed.
+number of optimizer steps, each run in a fresh process, alternating tool by tool within each repeat. Printed per tool
+and precision: samples/s from the end of step --warmup_steps to the last step (startup excluded), the ratios ours/hf
+and ours/hf_grouped, the fraction of real (non-pad) tokens in the batches each tool fed, and achieved GFLOP/s (6 x
+non-embedding parameters x real tokens/s) against a matmul peak measured on the spot. It prints numbers and asserts
+nothing about speed.
 
 Run from the repo root, with accelerate installed (`pip install -e .[bench]`):
 
@@ -169,6 +170,34 @@ def run_tool(tool: str, model: str, data: str, args: argparse.Namespace, precisi
     return run_hf(model, data, args, precision, tool == "hf_grouped", cuda)
 
 
+def run_isolated(tool: str, model: str, data: str, args: argparse.Namespace, precision: str, cuda: bool) -> list[Step]:
+    """`run_tool` in a fresh Python process, after an untimed run of `--warmup_run_steps` steps there.
+
+    One training per process, as users train: no run inherits the heap, caches or thread state that earlier runs of
+    either tool left behind, so the order of the tools cannot favour one of them.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "steps.json"
+        command = [
+            sys.executable,
+            __file__,
+            "--run_one",
+            tool,
+            precision,
+            str(out),
+            "--model",
+            model,
+            "--dataset",
+            data,
+        ]
+        for name in ("batch_size", "max_length", "steps", "warmup_steps", "warmup_run_steps"):
+            command.append(f"--{name}={getattr(args, name)}")
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{tool} {precision} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return [Step(*step) for step in json.loads(out.read_text())]
+
+
 def summarize(steps: list[Step], warmup_steps: int, n_params: int) -> dict[str, float]:
     """Rates over the steps after step `warmup_steps`, timed from the end of that step to the end of the last."""
     window = steps[warmup_steps:]
@@ -242,6 +271,15 @@ def linear_matmul_rate(model: str, tokens: int, dtype: torch.dtype, device: str,
     return sustained_rate(step, sum(6 * tokens * n_in * n_out for n_in, n_out in shapes), device, seconds)
 
 
+def fixed_step_ms(run: Callable, model: str, data: str, args: argparse.Namespace, precision: str, cuda: bool) -> float:
+    """Median time of one of our steps when the batch is 1 row of 4 tokens: the part of a step that does not grow with
+    the batch (host-side dispatch, the cast of every weight and gradient under autocast, the optimizer over all
+    parameters, the per-call cost of each matmul). Against a step's full time it bounds what the matmul FLOPs can be."""
+    tiny = argparse.Namespace(**{**vars(args), "batch_size": 1, "max_length": 4, "steps": 60})
+    ends = [step.end for step in run("ours", model, data, tiny, precision, cuda)]
+    return 1000 * statistics.median(b - a for a, b in zip(ends[args.warmup_steps :], ends[args.warmup_steps + 1 :]))
+
+
 def non_embedding_parameters(model: str) -> int:
     """Parameters outside the embedding tables (word, position, token type): the N of the 6N FLOPs-per-token rule."""
     classifier = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
@@ -295,13 +333,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--from_config_layers", type=int, default=12)
     parser.add_argument("--from_config_hidden", type=int, default=768)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--in_process", action="store_true", help="every run in this process (default: each in a fresh one)"
+    )
+    parser.add_argument("--run_one", nargs=3, metavar=("TOOL", "PRECISION", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.warmup_steps < args.steps:
         parser.error("--warmup_steps must be at least 1 and less than --steps")
     return args
 
 
-def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float]) -> list[dict]:
+def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float], fixed: dict[str, float]) -> list[dict]:
     """Print one row per tool and precision (means over repeats) and the ratios ours/hf; return the rows."""
     rows = []
     print(f"{'tool':<13}{'precision':<10}{'samples/s (min-max)':<26}{'real tok':>9}{'GFLOP/s':>10}{'of peak':>9}")
@@ -344,6 +386,13 @@ def report(runs: list[dict], args: argparse.Namespace, peaks: dict[str, float]) 
         print(
             f"precision {precision}, of those matmuls' rate after each repeat: " + shares("linear_matmuls_after_repeat")
         )
+        if precision in fixed:
+            ours = [r for r in runs if (r["tool"], r["precision"]) == ("ours", precision)]
+            step = statistics.mean(1000 * args.batch_size / r["samples_per_s"] for r in ours)
+            print(
+                f"precision {precision}, ours' step: {step:.1f} ms at {args.batch_size} rows, of which "
+                f"{fixed[precision]:.1f} ms do not grow with the batch (a step of 1 row x 4 tokens)"
+            )
     return rows
 
 
@@ -370,6 +419,15 @@ def main() -> None:
     script = [str(ROOT / "../shared/scripts/get-minilm.sh")]
     model = args.model or subprocess.run(script, check=True, capture_output=True, text=True).stdout.split()[-1]
     data = str(Path(args.dataset).resolve())
+    if args.run_one:  # a run of `run_isolated`, in its own process
+        tool, precision, out = args.run_one
+        if args.warmup_run_steps:
+            run_tool(
+                tool, model, data, argparse.Namespace(**{**vars(args), "steps": args.warmup_run_steps}), precision, cuda
+            )
+        Path(out).write_text(json.dumps(run_tool(tool, model, data, args, precision, cuda)))
+        return
+    run = run_tool if args.in_process else run_isolated
     settings = f"batch {args.batch_size}, max_length {args.max_length}, {args.steps} steps (timed after step "
     settings += f"{args.warmup_steps}), {args.repeats} repeats; {hardware(cuda)}, {threads} torch threads"
     runs = []
@@ -380,8 +438,10 @@ def main() -> None:
         print(f"{settings}\nmodel: {model} ({n_params:,} non-embedding parameters); data: {data}")
         # The first run in a process pays one-off costs (lazy imports, on GPUs the loading of each kernel at its first
         # use, for shapes that may first appear after the timed steps began): it made the first tool of the first
-        # repeat up to 25% slower on an H200. An untimed short run of each tool and precision takes them first.
-        for precision, tool in itertools.product(args.precision if args.warmup_run_steps else [], args.tools):
+        # repeat up to 25% slower on an H200. An untimed short run of each tool and precision takes them first (in the
+        # process of each run, unless --in_process).
+        warm_up = args.precision if args.warmup_run_steps and args.in_process else []
+        for precision, tool in itertools.product(warm_up, args.tools):
             short = argparse.Namespace(**{**vars(args), "steps": args.warmup_run_steps})
             run_tool(tool, model, data, short, precision, cuda)
             print(f"[warm-up] {tool} {precision}: {args.warmup_run_steps} steps, untimed")
@@ -395,9 +455,8 @@ def main() -> None:
             print(f"[repeat {repeat}] matmul peak {precision}: {peak:.0f} GFLOP/s")
             for tool in args.tools if repeat % 2 == 0 else args.tools[::-1]:
                 torch.set_num_threads(threads)  # a tool that changed it must not slow the next one
-                steps = run_tool(tool, model, data, args, precision, cuda)
+                steps = run(tool, model, data, args, precision, cuda)
                 result = {"tool": tool, "precision": precision, "repeat": repeat, "peak_before_repeat": peak}
-                result["threads_after"] = torch.get_num_threads()
                 result |= summarize(steps, args.warmup_steps, n_params)
                 runs.append(result)
                 rate = result["samples_per_s"]
@@ -412,12 +471,17 @@ def main() -> None:
             print(f"[repeat {repeat}] the model's Linear matmuls at {tokens:.0f} rows, {precision}: {rate:.0f} GFLOP/s")
             for result in mine:
                 result["linear_matmuls_after_repeat"] = rate
+    fixed = {}
+    if "ours" in args.tools:  # once per precision, after the repeats
+        for precision in args.precision:
+            fixed[precision] = fixed_step_ms(run, model, data, args, precision, cuda)
+            print(f"[fixed] ours {precision}: {fixed[precision]:.1f} ms a step of 1 row x 4 tokens")
     print(f"\n{settings}")
     print("matmul peak (best of the repeats): " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()))
-    rows = report(runs, args, peaks)
+    rows = report(runs, args, peaks, fixed)
     if args.json:
         record = {"settings": settings, "model": model, "data": data, "args": vars(args), "peaks": peaks}
-        record |= {"non_embedding_parameters": n_params, "runs": runs, "summary": rows}
+        record |= {"non_embedding_parameters": n_params, "runs": runs, "summary": rows, "fixed_step_ms": fixed}
         args.json.write_text(json.dumps(record, indent=2, default=str))
         print(f"wrote {args.json}")
 
