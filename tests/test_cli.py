@@ -39,6 +39,15 @@ def test_shipped_config_parses(config, capsys):
     assert yaml.safe_load(capsys.readouterr().out)["model"]["model_name_or_path"]
 
 
+def test_shipped_config_stopped_mid_epoch_by_max_steps(tmp_path, tiny_model, reviews_dir):
+    # bert.yaml's EarlyStopping monitors val_loss; a smoke run that max_steps ends before the first validation must
+    # finish and keep its last checkpoint, not fail at the epoch's end for want of val_loss.
+    args = ["fit", "--config", str(ROOT / "configs" / "bert.yaml"), "--model.model_name_or_path", str(tiny_model)]
+    args += ["--data.dataset", str(reviews_dir), "--trainer.max_steps", "2", "--trainer.accelerator", "cpu"]
+    cli_main(args + ["--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
+    assert (tmp_path / "bert" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
 def test_fit_then_test_best_checkpoint_in_separate_commands(tmp_path, tiny_model, reviews_dir):
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 3})
     cli_main(["fit", "--config", str(base)])
