@@ -98,12 +98,12 @@ def attention(
 ) -> tuple[torch.Tensor, None]:
     """transformers' SDPA attention, except where it trains on CPU: there, dropout uses lane masks.
 
-    query/key/value: (batch, heads, length, head_dim). Returns (batch, length, heads, head_dim) as SDPA does. On GPU, in
-    evaluation, and for fp32 training without dropout this is SDPA itself. With dropout, or when bf16 attention needs
-    gradients, it is transformers' eager attention: the two products in the input dtype (bf16 under bf16-mixed, where
-    SDPA's math kernel would upcast them to fp32), dropout on the probabilities. The softmax runs in the scores' dtype:
-    torch's CPU kernel accumulates bf16 in fp32 and rounds once, the same probabilities as an fp32 softmax cast back to
-    bf16 (to an ulp), without two casts each way.
+    query/key/value: (batch, heads, length, head_dim). Returns (batch, length, heads, head_dim) as SDPA does. On GPU,
+    in evaluation, and for fp32 or fp16 training without dropout this is SDPA itself. With dropout, or when bf16
+    attention needs gradients, it is transformers' eager attention: the two products in the input dtype (bf16 under
+    bf16-mixed, where SDPA's math kernel would upcast them to fp32), dropout on the probabilities. The softmax runs in
+    the scores' dtype: torch's CPU kernel accumulates bf16 in fp32 and rounds once, the same probabilities as an fp32
+    softmax cast back to bf16 (to an ulp), without two casts each way.
     """
     sdpa_only = any(kwargs.get(k) is not None for k in _SDPA_ONLY)
     if query.device.type != "cpu" or sdpa_only or not _as_products(query, dropout):
