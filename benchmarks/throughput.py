@@ -471,11 +471,11 @@ def main() -> None:
             print(f"[repeat {repeat}] the model's Linear matmuls at {tokens:.0f} rows, {precision}: {rate:.0f} GFLOP/s")
             for result in mine:
                 result["linear_matmuls_after_repeat"] = rate
-    fixed = {}
-    if "ours" in args.tools:  # once per precision, after the repeats
-        for precision in args.precision:
-            fixed[precision] = fixed_step_ms(run, model, data, args, precision, cuda)
-            print(f"[fixed] ours {precision}: {fixed[precision]:.1f} ms a step of 1 row x 4 tokens")
+        fixed = {}
+        if "ours" in args.tools:  # once per precision, after the repeats, while a --random_init model still exists
+            for precision in args.precision:
+                fixed[precision] = fixed_step_ms(run, model, data, args, precision, cuda)
+                print(f"[fixed] ours {precision}: {fixed[precision]:.1f} ms a step of 1 row x 4 tokens")
     print(f"\n{settings}")
     print("matmul peak (best of the repeats): " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()))
     rows = report(runs, args, peaks, fixed)
