@@ -170,6 +170,11 @@ def run_tool(tool: str, model: str, data: str, args: argparse.Namespace, precisi
     return run_hf(model, data, args, precision, tool == "hf_grouped", cuda)
 
 
+def with_settings(args: argparse.Namespace, **changes) -> argparse.Namespace:
+    """A copy of the benchmark's settings with `changes` applied (a shorter run, a smaller batch)."""
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
 def run_isolated(tool: str, model: str, data: str, args: argparse.Namespace, precision: str, cuda: bool) -> list[Step]:
     """`run_tool` in a fresh Python process, after an untimed run of `--warmup_run_steps` steps there.
 
@@ -275,7 +280,7 @@ def fixed_step_ms(run: Callable, model: str, data: str, args: argparse.Namespace
     """Median time of one of our steps when the batch is 1 row of 4 tokens: the part of a step that does not grow with
     the batch (host-side dispatch, the cast of every weight and gradient under autocast, the optimizer over all
     parameters, the per-call cost of each matmul). Against a step's full time it bounds what the matmul FLOPs can be."""
-    tiny = argparse.Namespace(**{**vars(args), "batch_size": 1, "max_length": 4, "steps": 60})
+    tiny = with_settings(args, batch_size=1, max_length=4, steps=60)
     ends = [step.end for step in run("ours", model, data, tiny, precision, cuda)]
     return 1000 * statistics.median(b - a for a, b in zip(ends[args.warmup_steps :], ends[args.warmup_steps + 1 :]))
 
@@ -422,9 +427,7 @@ def main() -> None:
     if args.run_one:  # a run of `run_isolated`, in its own process
         tool, precision, out = args.run_one
         if args.warmup_run_steps:
-            run_tool(
-                tool, model, data, argparse.Namespace(**{**vars(args), "steps": args.warmup_run_steps}), precision, cuda
-            )
+            run_tool(tool, model, data, with_settings(args, steps=args.warmup_run_steps), precision, cuda)
         Path(out).write_text(json.dumps(run_tool(tool, model, data, args, precision, cuda)))
         return
     run = run_tool if args.in_process else run_isolated
@@ -442,7 +445,7 @@ def main() -> None:
         # process of each run, unless --in_process).
         warm_up = args.precision if args.warmup_run_steps and args.in_process else []
         for precision, tool in itertools.product(warm_up, args.tools):
-            short = argparse.Namespace(**{**vars(args), "steps": args.warmup_run_steps})
+            short = with_settings(args, steps=args.warmup_run_steps)
             run_tool(tool, model, data, short, precision, cuda)
             print(f"[warm-up] {tool} {precision}: {args.warmup_run_steps} steps, untimed")
         # The peak of a shared machine varies by 2x from minute to minute: measured before every repeat, best kept.
