@@ -4,63 +4,48 @@ python main.py fit --config configs/bert.yaml
 python main.py test --config configs/bert.yaml --ckpt_path best
 """
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from modules.checkpoints import (
-    checkpoint_search_root,
-    find_checkpoint,
-    load_checkpoint,
-    log_folder,
-    run_folder,
-    run_version,
-)
 from modules.data import HFDataModule
 from modules.errors import HFLightningError
-from modules.export import HFExport, write_model_card
-from modules.interrupts import stop_gracefully
 from modules.model import TransformerModule
-from modules.predictions import PredictionWriter
-from modules.progress import default_progress_bar
-from modules.report import TestReport
+from modules.outputs.export import HFExport
+from modules.outputs.predictions import PredictionWriter
+from modules.outputs.report import TestReport
+from modules.outputs.run_files import SaveRunConfig, write_metrics
+from modules.run import AtomicCheckpointIO, RNGState
+from modules.run.interrupts import stop_gracefully
+from modules.run.paths import checkpoint_search_root, find_checkpoint, load_checkpoint, run_version
+from modules.run.progress import default_progress_bar
 
 
-class SaveRunConfig(SaveConfigCallback):
-    """Save the resolved config in the run folder (`config.yaml` for fit, `config_<command>.yaml` for the others) and
-    hand it to MLflow as an artifact of the run.
+class ArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser; a bad flag or value prints the error and where to find the options, not the usage."""
 
-    Lightning's own callback writes to `trainer.log_dir`, which for MLflow is one folder shared by every run (the file
-    store) or None (a database): the second run clashes (Lightning #20184) or the first one fails. `log_folder` is
-    per run for every logger.
-    """
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.already_saved:
-            return
-        if stage != "fit":
-            self.config_filename = f"config_{trainer.state.fn.value}.yaml"
-        folder = log_folder(trainer)  # on every rank: a collective
-        if trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / self.config_filename
-            self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
-            for logger in trainer.loggers:
-                if isinstance(logger, MLFlowLogger):
-                    logger.experiment.log_artifact(logger.run_id, str(path))
-            self.already_saved = True
-        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
+        sys.stderr.write(f"error: {message}\n(`{prog} --help` lists the options)\n")
+        sys.exit(2)
 
 
 class HFLightningCLI(LightningCLI):
+    """LightningCLI with one home per value, `best`/`last` checkpoints, atomic checkpoint writes, graceful stops.
+
+    Lightning's automatic `--optimizer` / `--lr_scheduler` flags are off (`auto_configure_optimizers=False`): they
+    would replace the model's AdamW groups, warmup schedule and clipping path. Optimizer settings are `--model.*`.
+    """
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One home per value: the tokenizer and length limit follow the model being fine-tuned.
         parser.link_arguments("model.model_name_or_path", "data.model_name_or_path")
@@ -68,54 +53,64 @@ class HFLightningCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(TestReport, "report")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        self._run_version = self._resolve_ckpt_path()
+
+    def _resolve_ckpt_path(self) -> int | None:
+        """`--ckpt_path best|last` in a separate command: the file of this config's most recent fit run; a path must
+        be a readable checkpoint. Returns the run's version number when the file lies in a `version_N` folder."""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config else None
+        if ckpt_path in ("best", "last"):
+            path = find_checkpoint(ckpt_path, checkpoint_search_root(config.trainer.as_dict()))
+            print(f"--ckpt_path {ckpt_path} -> {path}")
+            config.ckpt_path = str(path)
+            return run_version(path)
+        if ckpt_path:
+            if not Path(ckpt_path).is_file():
+                raise HFLightningError(f"--ckpt_path {ckpt_path}: no such file (or use best / last).")
+            load_checkpoint(ckpt_path, mmap=True)  # a truncated or foreign file: one-line error now
+        return None
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is None or self._run_version is None:
+            return
+        # TensorBoard appends safely: a later command on a run's checkpoint logs into that run's folder. (CSVLogger
+        # would overwrite the run's metrics.csv, so it keeps its own new version.)
+        loggers = self.config[self.subcommand].trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if str(getattr(logger, "class_path", "")).endswith("TensorBoardLogger"):
+                logger.init_args.version = self._run_version
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self._get(self.config_init, "trainer", default={})
         # Lightning's default bar is Rich's everywhere; in a log file its redraws pile up. A progress bar the config
         # names, `enable_progress_bar: false` or `barebones` win over our default.
-        config = self._get(self.config_init, "trainer", default={})
         callbacks = kwargs.get("callbacks", config.get("callbacks")) or []
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         wanted = config.get("enable_progress_bar") is not False and not config.get("barebones")
         if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
             kwargs["callbacks"] = [*callbacks, default_progress_bar()]
+        # Every checkpoint written whole or not at all, unless the config brings its own CheckpointIO.
+        plugins = kwargs.get("plugins", config.get("plugins")) or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
-
-    def _parse_ckpt_path(self) -> None:
-        # `--ckpt_path best|last` in a separate command: find the file of this config's most recent fit run.
-        subcommand = self.config.get("subcommand")
-        self._run_version = None
-        if subcommand:
-            config = self.config[subcommand]
-            if config.get("ckpt_path") in ("best", "last"):
-                root = checkpoint_search_root(config.trainer.as_dict())
-                path = find_checkpoint(config.ckpt_path, root)
-                print(f"--ckpt_path {config.ckpt_path} -> {path}")
-                config.ckpt_path = str(path)
-                self._run_version = run_version(path)
-            elif config.get("ckpt_path"):
-                if not Path(config.ckpt_path).is_file():
-                    raise HFLightningError(f"--ckpt_path {config.ckpt_path}: no such file (or use best / last).")
-                load_checkpoint(config.ckpt_path, mmap=True)  # a truncated or foreign file: one-line error now
-        super()._parse_ckpt_path()
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         if self.subcommand is None:
             return
         self.datamodule.check_sources()  # a clear error now, before any download or tokenization
-        if self._run_version is not None:
-            # TensorBoard appends safely: a later command on a run's checkpoint logs into that run's folder.
-            # (CSVLogger would overwrite the run's metrics.csv, so it keeps its own new version.)
-            for logger in self.trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    logger._version = self._run_version
-
-    def _run_subcommand(self, subcommand: str) -> None:
         # With --ckpt_path the checkpoint supplies the weights: skip loading the pretrained ones first.
-        self.model.weights_from_checkpoint = bool(self.config[subcommand].get("ckpt_path"))
-        if subcommand != "fit":
-            return super()._run_subcommand(subcommand)
+        self.model.weights_from_checkpoint = bool(self.config[self.subcommand].get("ckpt_path"))
+
+    def fit(self, model: LightningModule, **kwargs: Any) -> None:
         with stop_gracefully(self.trainer):
-            super()._run_subcommand(subcommand)
+            self.trainer.fit(model, **kwargs)
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
@@ -124,25 +119,16 @@ class HFLightningCLI(LightningCLI):
             detail = f" ({callback.monitor} = {score:.4f})" if callback.monitor and score is not None else ""
             print(f"Best checkpoint: {callback.best_model_path}{detail}")
 
-    def _write_metrics(self, stage: str) -> None:
-        run_dir = run_folder(self.trainer)  # on every rank: `trainer.log_dir` is a collective under DDP
-        if not self.trainer.is_global_zero:
-            return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if not k.startswith("train_")}
-        record = {"ckpt_path": self.trainer.ckpt_path, "metrics": metrics}
-        path = run_dir / f"{stage}_metrics.json"
-        path.write_text(json.dumps(record, indent=2))
-        print(f"Wrote {stage} metrics to {path}")
-        export_dir = run_dir / self.config[self.subcommand].export.dirname
-        if (export_dir / "config.json").is_file():
-            write_model_card(export_dir, run_dir)  # the card gains the test metrics
-
     def after_validate(self) -> None:
         self._write_metrics("validate")
 
     def after_test(self) -> None:
         self._write_metrics("test")
+
+    def _write_metrics(self, stage: str) -> None:
+        path = write_metrics(self.trainer, stage, self.config[self.subcommand].export.dirname)
+        if path is not None:
+            print(f"Wrote {stage} metrics to {path}")
 
 
 def cli_main(args: list[str] | None = None) -> HFLightningCLI:
@@ -152,7 +138,10 @@ def cli_main(args: list[str] | None = None) -> HFLightningCLI:
         HFDataModule,
         save_config_callback=SaveRunConfig,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [RNGState()]},
         parser_kwargs={"default_env": True},
+        parser_class=ArgumentParser,
+        auto_configure_optimizers=False,
         args=args,
     )
 

@@ -64,7 +64,7 @@ def main() -> None:
     work = (ROOT / args.workdir).resolve()
     hardware = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
     if not (ROOT / "demo_data").is_dir():
-        subprocess.run([sys.executable, "-m", "modules.demo", "demo_data"], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "modules.data.demo", "demo_data"], cwd=ROOT, check=True)
 
     print("| recipe | hardware | fit time | peak memory (fit) | trainable parameters | test metrics |")
     print("|---|---|---|---|---|---|")

@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from modules.demo import NEGATIVE, POSITIVE, reviews, vocabulary, write_reviews, write_tiny_bert
+from modules.data.demo import NEGATIVE, POSITIVE, reviews, vocabulary, write_reviews, write_tiny_bert
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ import torch
 import yaml
 from lightning.pytorch import Callback
 
+from modules import compat
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,7 +32,7 @@ def write_base_config(tmp_path: Path, model_path: Path, **overrides) -> Path:
             },
             "callbacks": [
                 {
-                    "class_path": "modules.checkpoints.RunCheckpoint",
+                    "class_path": "modules.run.RunCheckpoint",
                     "init_args": {"monitor": "val_loss", "mode": "min", "save_last": True},
                 }
             ],
@@ -91,7 +93,7 @@ class StopAtStep(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            trainer._signal_connector.received_sigterm = True
+            compat.request_graceful_stop(trainer)
 
 
 class LossRecorder(Callback):

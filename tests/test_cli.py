@@ -1,6 +1,7 @@
 """The CLI as users run it: print_config, shipped configs, fit then test on the best checkpoint, DDP."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ from helpers import ROOT, epoch_metrics, read_metrics, run_dir, run_subprocess, 
 from main import cli_main
 
 
+@pytest.mark.e2e
 def test_print_config_round_trip(tmp_path, tiny_model, reviews_dir, capsys):
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
     with pytest.raises(SystemExit) as exit_info:
@@ -39,6 +41,7 @@ def test_shipped_config_parses(config, capsys):
     assert yaml.safe_load(capsys.readouterr().out)["model"]["model_name_or_path"]
 
 
+@pytest.mark.e2e
 def test_shipped_config_stopped_mid_epoch_by_max_steps(tmp_path, tiny_model, reviews_dir):
     # bert.yaml's EarlyStopping monitors val_loss; a smoke run that max_steps ends before the first validation must
     # finish and keep its last checkpoint, not fail at the epoch's end for want of val_loss.
@@ -48,6 +51,7 @@ def test_shipped_config_stopped_mid_epoch_by_max_steps(tmp_path, tiny_model, rev
     assert (tmp_path / "bert" / "version_0" / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.e2e
 def test_fit_then_test_best_checkpoint_in_separate_commands(tmp_path, tiny_model, reviews_dir):
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 3})
     cli_main(["fit", "--config", str(base)])
@@ -67,6 +71,7 @@ def test_fit_then_test_best_checkpoint_in_separate_commands(tmp_path, tiny_model
     assert (run_dir(tmp_path, 2) / "config.yaml").is_file()
 
 
+@pytest.mark.e2e
 def test_model_without_token_type_ids(tmp_path, tiny_distilbert, reviews_dir):
     base = write_base_config(tmp_path, tiny_distilbert, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 4})
     cli = cli_main(["fit", "--config", str(base)])
@@ -75,6 +80,7 @@ def test_model_without_token_type_ids(tmp_path, tiny_distilbert, reviews_dir):
     assert epoch_metrics(tmp_path, "val_acc")[-1] > 0.6
 
 
+@pytest.mark.e2e
 def test_labels_reach_the_model_config(tmp_path, tiny_model, reviews_dir):
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
     cli = cli_main(["fit", "--config", str(base)])
@@ -102,6 +108,7 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_model, reviews_dir):
     assert supports.sum() == 100  # the confusion matrix counts each test row once across both processes
 
 
+@pytest.mark.e2e
 def test_environment_variables_set_options(tmp_path, tiny_model, reviews_dir, monkeypatch):
     # Variables override code defaults; config files and flags override variables.
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
@@ -111,6 +118,7 @@ def test_environment_variables_set_options(tmp_path, tiny_model, reviews_dir, mo
     assert cli.trainer.global_step == 6 and cli.model.hparams.weight_decay == 0.5  # 3 batches x 2 epochs
 
 
+@pytest.mark.e2e
 def test_gradient_clipping_with_fused_adamw(tmp_path, tiny_model, reviews_dir):
     # Adam is scale-invariant except for eps: with the gradient norm clipped to 1e-12 every update is ~0, while an
     # unclipped epoch at lr 3e-3 moves weights by ~1e-2.
@@ -124,12 +132,13 @@ def test_gradient_clipping_with_fused_adamw(tmp_path, tiny_model, reviews_dir):
 
 # bf16-true keeps weights and Adam's moments in bf16, and the multiply-first order rounds the clipped gradients to bf16
 # once more: there the two runs agree as a whole (relative distance of all weights), not weight by weight.
+@pytest.mark.e2e
 @pytest.mark.parametrize("precision", ["32-true", "bf16-true"])
 def test_clipping_inside_the_fused_cpu_step_equals_clipping_first(
     precision, tmp_path, tiny_model_no_dropout, reviews_dir, monkeypatch
 ):
-    # On CPU the clip factor rides into fused AdamW as its grad_scale; without get_total_norm (torch < 2.6) the
-    # gradients are multiplied first, as clip_grad_norm_ does. Both must train the same weights, and unlike no clipping.
+    # On CPU the clip factor rides into fused AdamW as its grad_scale; elsewhere the gradients are multiplied first,
+    # as clip_grad_norm_ does. Both must train the same weights, and unlike no clipping.
     base = write_base_config(tmp_path, tiny_model_no_dropout, data={"dataset": str(reviews_dir)})
     args = ["fit", "--config", str(base), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4"]
     args += ["--trainer.precision", precision]
@@ -138,7 +147,7 @@ def test_clipping_inside_the_fused_cpu_step_equals_clipping_first(
     monkeypatch.setattr(torch.nn.utils, "get_total_norm", lambda *a, **k: calls.append(1) or get_total_norm(*a, **k))
     inside = cli_main([*args, "--trainer.gradient_clip_val", "0.05"])
     assert len(calls) == 4 and inside.model.optimizers().optimizer.grad_scale is None  # set for each step only
-    monkeypatch.delattr(torch.nn.utils, "get_total_norm")
+    monkeypatch.setattr("modules.model.optimization._clip_in_fused_step", lambda *args: False)
     first = cli_main([*args, "--trainer.gradient_clip_val", "0.05"])
     unclipped = cli_main(args)
     weights = [run.model.model.state_dict() for run in (inside, first, unclipped)]
@@ -147,3 +156,34 @@ def test_clipping_inside_the_fused_cpu_step_equals_clipping_first(
             torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-7)
     flat = [torch.cat([w.float().flatten() for w in run.values()]) for run in weights]
     assert (flat[0] - flat[1]).norm() < 0.1 * (flat[0] - flat[2]).norm()  # far closer than to the unclipped run
+
+
+def test_lightning_optimizer_flags_are_refused(tmp_path, tiny_model, reviews_dir, capsys):
+    # They would replace the model's AdamW groups, warmup schedule and clipping path: refused at parse time.
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    for flags in (["--optimizer", "SGD"], ["--lr_scheduler", "StepLR"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["fit", "--config", str(base), *flags])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2
+        assert error[0] == f"error: unrecognized arguments: {' '.join(flags)}" and len(error) == 2
+    assert not (tmp_path / "logs").exists()  # nothing ran
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """Every `python main.py ...` command in README.md, docs/ and the configs' opening comments, as (file, line)."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("configs/**/*.yaml"))]:
+        for line in path.read_text().splitlines():
+            if "main.py " in line and "--config" in line:
+                found.append((str(path.relative_to(ROOT)), line))
+    return found
+
+
+@pytest.mark.parametrize(("source", "line"), _documented_commands())
+def test_documented_config_paths_exist(source, line):
+    # Every `--config` path the docs and configs mention is a shipped file (a renamed config breaks no command).
+    paths = re.findall(r"--config[ =]([\w./-]+\.yaml)", line)
+    assert paths, f"{source}: {line}"
+    for path in paths:
+        assert (ROOT / path).is_file(), f"{source}: {path} does not exist"

@@ -119,6 +119,7 @@ def test_monitor_metric_never_logged(tmp_path, tiny_model, reviews_dir):
         )
 
 
+@pytest.mark.e2e
 def test_error_is_one_line_and_exit_status_2(tmp_path, tiny_model, reviews_dir):
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
     result = run_subprocess(["fit", "--config", str(base), "--data.text_column", "review"], timeout=120)
@@ -194,6 +195,7 @@ def test_unreadable_file_names_the_file(tmp_path, tiny_model, csv_splits):
         _fit(tmp_path, tiny_model, "--data.data_files", _files(csv_splits))
 
 
+@pytest.mark.e2e
 def test_out_of_memory_prints_the_hint_and_keeps_the_last_checkpoint(tmp_path, tiny_model, reviews_dir):
     # helpers.OutOfMemoryAtStep raises torch.OutOfMemoryError in the second epoch, after epoch 0's checkpoints.
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})

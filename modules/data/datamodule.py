@@ -1,0 +1,318 @@
+"""HFDataModule: load a Hub dataset or local files, check and encode labels, tokenize once (cached), batch by length."""
+
+import os
+from typing import Literal
+
+import torch
+from datasets import Dataset, DatasetDict
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader
+from transformers import AutoConfig, PreTrainedTokenizerBase
+
+from modules.data import preprocess
+from modules.data.collate import PaddingCollator
+from modules.data.labels import LabelSpec, infer_label_spec
+from modules.data.sampler import LengthGroupedSampler, ResumableDataLoader
+from modules.data.sources import (
+    check_dataset_source,
+    check_files_exist,
+    check_model_source,
+    file_list,
+    load_splits,
+    load_tokenizer,
+    select_splits,
+)
+from modules.errors import HFLightningError
+
+_STAGE_SPLITS = {
+    "fit": ("train", "validation"),
+    "validate": ("validation",),
+    "test": ("test",),
+    "predict": ("predict",),
+}
+
+
+class HFDataModule(LightningDataModule):
+    """Text classification data from the Hugging Face Hub or local files, tokenized for the model being trained.
+
+    `prepare_data` only fills the caches (dataset, tokenizer, tokenized splits) and keeps no state; `setup` runs on
+    every process and reads from those caches, so multi-process training is correct by construction.
+    """
+
+    def __init__(
+        self,
+        dataset: str | None = None,
+        dataset_config: str | None = None,
+        data_files: str | list[str] | dict[str, str | list[str]] | None = None,
+        text_column: str = "text",
+        text_pair_column: str | None = None,
+        label_column: str | list[str] = "label",
+        task: Literal["auto", "single_label", "multi_label", "regression"] = "auto",
+        model_name_or_path: str = "bert-base-uncased",
+        tokenizer_name_or_path: str | None = None,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        validation_size: float = 0.1,
+        seed: int = 42,
+        group_by_length: bool = True,
+        pad_to_multiple_of: int | None = None,
+        drop_invalid_rows: bool = True,
+        predict_split: str = "test",
+        predict_file: str | None = None,
+        preprocessing_num_workers: int | None = None,
+    ) -> None:
+        """
+        Args:
+            dataset: What `datasets.load_dataset` takes as its path: a Hub name (`rotten_tomatoes`), a local folder
+                in Hub layout, or a builder (`csv`, `json`, `parquet`) used with `data_files`. Inferred from the
+                file extension when only `data_files` is given.
+            dataset_config: The dataset's configuration name (e.g. `sst2` for `glue`).
+            data_files: One path, a list of paths, or a split->path mapping such as
+                `{train: train.csv, validation: dev.csv, test: test.csv}`. `.tsv` is read tab-separated, `.jsonl`
+                as JSON lines; a folder stands for the files inside it.
+            text_column: Column holding the text (the first text of a pair).
+            text_pair_column: Column holding the second text of a sentence pair; None for single texts.
+            label_column: Column holding the label, or a list of 0/1 columns (one per label) for multi-label data.
+            task: `auto` detects it from the labels: ClassLabel/int/string -> single_label, a list per row or several
+                columns -> multi_label, non-integer floats -> regression. Set it to override the detection.
+            model_name_or_path: Model whose tokenizer and length limit are used; linked to
+                `--model.model_name_or_path` by the CLI.
+            tokenizer_name_or_path: A different tokenizer to load; None follows `model_name_or_path`.
+            max_length: Longest tokenized input; longer inputs are truncated (pairs: longest first). Clamped to what
+                the model accepts.
+            batch_size: Training rows per batch on each process.
+            eval_batch_size: Rows per batch for validation, test and predict; None uses `batch_size`.
+            num_workers: DataLoader worker processes.
+            validation_size: Fraction of train carved out (seeded) as validation when the data has no validation split.
+            seed: Seed of the validation carve-out and of the training order.
+            group_by_length: Batch rows of similar length together in training (less padding, faster steps); False
+                gives plain shuffled batches.
+            pad_to_multiple_of: Pad each batch's length up to a multiple of this; None picks 8 on GPUs (tensor cores)
+                and exact lengths on CPUs.
+            drop_invalid_rows: Drop rows with empty text or a missing label (logging how many); False fails instead.
+            predict_split: Split that `predict` runs on when `predict_file` is not set.
+            predict_file: A CSV/TSV/JSON(L)/Parquet file, or plain text with one input per line, to predict on.
+            preprocessing_num_workers: Processes for tokenization (`Dataset.map(num_proc=...)`); None tokenizes in
+                the main process.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.dataset = dataset
+        self.dataset_config = dataset_config
+        self.data_files = data_files
+        self.text_column = text_column
+        self.text_pair_column = text_pair_column
+        self.label_column = label_column
+        self.task = task
+        self.model_name_or_path = model_name_or_path
+        self.tokenizer_name_or_path = tokenizer_name_or_path or model_name_or_path
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.validation_size = validation_size
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.drop_invalid_rows = drop_invalid_rows
+        self.predict_split = predict_split
+        self.predict_file = predict_file
+        self.preprocessing_num_workers = preprocessing_num_workers
+        # Set by `setup`:
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.label_spec: LabelSpec | None = None
+        self.label_counts: list[float] | None = None
+        self.datasets: dict[str, Dataset] = {}
+        self.predict_raw: Dataset | None = None
+        if self.dataset is None and self.data_files is None:
+            raise HFLightningError("no data: pass --data.dataset (a Hub name or local folder) or --data.data_files.")
+        if num_workers > 0:
+            # Rust tokenizers' thread pool and forked workers can deadlock (transformers#5486).
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    # ----------------------------------------------------------------------------------------------- lifecycle
+    def prepare_data(self) -> None:
+        # Runs on one process per node: fill the dataset, tokenizer and tokenization caches; assign nothing.
+        self._build(self.trainer.state.fn.value if self.trainer else "fit")
+
+    def setup(self, stage: str) -> None:
+        built = self._build(stage)
+        self.tokenizer = built["tokenizer"]
+        self.label_spec = built["label_spec"]
+        self.label_counts = built["label_counts"]
+        self.datasets = built["datasets"]
+        self.predict_raw = built["predict_raw"]
+
+    def check_sources(self) -> None:
+        """Raise a clear error, before any download or tokenization, for names and files that cannot be loaded."""
+        check_model_source(
+            self.tokenizer_name_or_path,
+            "--data.tokenizer_name_or_path"
+            if self.tokenizer_name_or_path != self.model_name_or_path
+            else "--model.model_name_or_path",
+        )
+        if self.dataset is not None:
+            check_dataset_source(self.dataset)
+        check_files_exist(file_list(self.data_files) + ([self.predict_file] if self.predict_file else []))
+
+    def _build(self, stage: str) -> dict:
+        self.check_sources()
+        tokenizer = load_tokenizer(self.tokenizer_name_or_path)
+        raw = load_splits(
+            self.dataset,
+            self.dataset_config,
+            self.data_files,
+            self.predict_file,
+            self.predict_split,
+            self.text_column,
+        )
+        wanted = _STAGE_SPLITS[stage]
+        label_spec = self._label_spec(raw)
+        splits = select_splits(raw, wanted, self.validation_size, self.seed)
+        for name, split in splits.items():
+            self._check_columns(split, name)
+        datasets, label_counts, predict_raw = {}, None, None
+        model_config = AutoConfig.from_pretrained(self.model_name_or_path)
+        max_length = preprocess.effective_max_length(self.max_length, tokenizer, model_config)
+        text_columns = [self.text_column] + ([self.text_pair_column] if self.text_pair_column else [])
+        for name, split in splits.items():
+            labeled = name != "predict"
+            if not labeled:
+                split = predict_raw = preprocess.fill_missing_text(split, text_columns)
+            elif label_spec is None:
+                raise HFLightningError(f"the {name} split has labels but no train split to learn label names from.")
+            else:
+                split = preprocess.clean(
+                    split, name, label_spec, text_columns, self.label_column, self.drop_invalid_rows
+                )
+            datasets[name] = preprocess.tokenize(
+                split,
+                name,
+                tokenizer,
+                max_length,
+                self.text_column,
+                self.text_pair_column,
+                keep_labels=labeled,
+                num_proc=self.preprocessing_num_workers,
+            )
+            preprocess.check_token_ids(
+                datasets[name], name, model_config, self.tokenizer_name_or_path, self.model_name_or_path
+            )
+            if name == "train":
+                label_counts = preprocess.label_counts(datasets[name]["labels"][:], label_spec)
+        return {
+            "tokenizer": tokenizer,
+            "label_spec": label_spec,
+            "label_counts": label_counts,
+            "datasets": datasets,
+            "predict_raw": predict_raw,
+        }
+
+    def _check_columns(self, split: Dataset, name: str) -> None:
+        needed = [("--data.text_column", self.text_column)]
+        if self.text_pair_column:
+            needed.append(("--data.text_pair_column", self.text_pair_column))
+        if name != "predict":
+            needed += [("--data.label_column", column) for column in _as_list(self.label_column)]
+        for flag, column in needed:
+            if column not in split.column_names:
+                raise HFLightningError(
+                    f"the {name} split has no column {column!r} (set by {flag}); its columns are {split.column_names}."
+                )
+
+    def _label_spec(self, raw: DatasetDict) -> LabelSpec | None:
+        if "train" not in raw:
+            return None
+        self._check_columns(raw["train"], "train")
+        return infer_label_spec(raw["train"], self.label_column, self.task)
+
+    # ------------------------------------------------------------------------------------------- dataloaders
+    def collator(self) -> PaddingCollator:
+        spec = self.label_spec
+        on_gpu = bool(self.trainer and self.trainer.strategy.root_device.type == "cuda")
+        return PaddingCollator(
+            pad_token_id=self.tokenizer.pad_token_id,
+            pad_token_type_id=self.tokenizer.pad_token_type_id,
+            padding_side=self.tokenizer.padding_side,
+            # Tensor cores want lengths in multiples of 8; on CPUs exact lengths are cheapest.
+            pad_to_multiple_of=self.pad_to_multiple_of or (8 if on_gpu else None),
+            label_dtype=torch.long if spec is None or spec.task == "single_label" else torch.float,
+        )
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        dataset = self.datasets[name]
+        trainer = self.trainer
+        batch_size = self.batch_size if train else self.eval_batch_size
+        sampler = LengthGroupedSampler(
+            dataset["length"][:],
+            batch_size,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            shuffle=train,
+            group_by_length=self.group_by_length,
+            seed=self.seed,
+        )
+        kwargs = {
+            "batch_size": batch_size,
+            "sampler": sampler,
+            "collate_fn": self.collator(),
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": bool(trainer and trainer.strategy.root_device.type == "cuda"),
+            # Its own generator: creating an iterator then draws no number from the global RNG, which would shift
+            # the dropout masks of a resumed run against an uninterrupted one.
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
+        dataset = dataset.select_columns([c for c in dataset.column_names if c != "length"])
+        if train and trainer is not None:
+            return ResumableDataLoader(dataset, batches_done=self._train_batches_done, **kwargs)
+        return DataLoader(dataset, **kwargs)
+
+    def _train_batches_done(self) -> int:
+        # Batches the training loop has taken this epoch; the loader's own count would include the prefetched ones.
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", train=False)
+
+    # ------------------------------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict:
+        # Stored in every checkpoint, so an export after the fact knows the tokenizer and the labels.
+        spec = self.label_spec
+        return {
+            "tokenizer_name_or_path": self.tokenizer_name_or_path,
+            "max_length": self.max_length,
+            "task": spec.task if spec else None,
+            "label_names": list(spec.names) if spec else None,
+            "global_batch_size": self._global_batch_size(),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # The training loader's saved position counts batches: with another global batch size a resumed run takes
+        # other rows for the rest of the epoch (and another schedule) than the run that was interrupted.
+        saved, current = state_dict.get("global_batch_size"), self._global_batch_size()
+        if saved and saved != current and self.trainer and self.trainer.state.fn == "fit":
+            rank_zero_warn(
+                f"resuming with a global batch of {current} rows (--data.batch_size x devices), but the checkpoint "
+                f"was trained with {saved}: the rest of the run will not match the one that was interrupted. Resume "
+                "with the same --data.batch_size and --trainer.devices to continue it exactly."
+            )
+
+    def _global_batch_size(self) -> int:
+        return self.batch_size * (self.trainer.world_size if self.trainer else 1)
+
+
+def _as_list(value: object) -> list:
+    return value if isinstance(value, list) else [value]

@@ -1,0 +1,145 @@
+"""From raw rows to model inputs: drop or reject rows with empty text or no label, encode labels, clamp the length
+limit to what the model accepts, tokenize, and check the token ids fit the model's embeddings."""
+
+from collections import Counter
+
+import pyarrow.compute as pc
+from datasets import Dataset
+from lightning.pytorch.utilities import rank_zero_warn
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+from modules.data.labels import LabelSpec, encode_label, is_missing_label
+from modules.errors import HFLightningError
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def fill_missing_text(split: Dataset, text_columns: list[str]) -> Dataset:
+    """Prediction keeps every row (one output per input): a missing text is predicted as an empty string."""
+
+    def fill(batch: dict) -> dict:
+        return {c: ["" if t is None else t for t in batch[c]] for c in text_columns}
+
+    return split.map(fill, batched=True, desc="Filling empty texts")
+
+
+def raw_labels(split: Dataset, label_column: str | list[str]) -> list:
+    """Each row's label as stored; for several 0/1 label columns, a {column: value} dict per row."""
+    if isinstance(label_column, list):
+        columns = {c: split[c][:] for c in label_column}
+        return [dict(zip(columns, row)) for row in zip(*columns.values())]
+    return split[label_column][:]
+
+
+def clean(
+    split: Dataset,
+    name: str,
+    spec: LabelSpec,
+    text_columns: list[str],
+    label_column: str | list[str],
+    drop_invalid_rows: bool,
+) -> Dataset:
+    """Drop (or reject) rows with empty text or a missing label; encode labels into a `labels` column."""
+    texts = [split[c][:] for c in text_columns]
+    bad_text = [i for i, row in enumerate(zip(*texts)) if any(t is None or not str(t).strip() for t in row)]
+    labels_as_stored = raw_labels(split, label_column)
+    missing = [i for i, v in enumerate(labels_as_stored) if _missing(v, spec)]
+    bad = sorted(set(bad_text) | set(missing))
+    if bad and not drop_invalid_rows:
+        kind = "an empty text" if bad[0] in bad_text else "no label"
+        raise HFLightningError(
+            f"row {bad[0]} of the {name} split has {kind} ({len(bad)} such rows). "
+            "Fix the data, or set --data.drop_invalid_rows true to drop them."
+        )
+    bad_rows = set(bad)
+    keep = [i for i in range(len(split)) if i not in bad_rows]
+    labels = [encode_label(labels_as_stored[i], spec, f"{name} row {i}") for i in keep]
+    if bad:
+        rank_zero_warn(
+            f"Dropped {len(bad)} of {len(split)} rows of the {name} split: {len(bad_text)} with empty text, "
+            f"{len(missing)} without a label (--data.drop_invalid_rows false makes this an error)."
+        )
+        split = split.select(keep)
+        if len(split) == 0:
+            raise HFLightningError(f"every row of the {name} split has an empty text or no label.")
+    return split.add_column("labels", labels)
+
+
+def _missing(value: object, spec: LabelSpec) -> bool:
+    if isinstance(value, dict):
+        return any(is_missing_label(v, spec) for v in value.values())
+    return is_missing_label(value, spec)
+
+
+def effective_max_length(requested: int, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> int:
+    """`requested`, clamped (with a warning) to the longest input the tokenizer and the model accept."""
+    limits = []
+    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
+        limits.append(tokenizer.model_max_length)
+    for attribute in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            limits.append(value)
+            break
+    limit = min(limits) if limits else requested
+    if requested > limit:
+        rank_zero_warn(f"--data.max_length {requested} is longer than the model accepts; using {limit}.")
+        return limit
+    return requested
+
+
+def check_token_ids(
+    split: Dataset, name: str, config: PretrainedConfig, tokenizer_name_or_path: str, model_name_or_path: str
+) -> None:
+    """A tokenizer bigger than the model's embedding table gives ids the model cannot look up: an "index out of range"
+    deep in the first step (transformers#13239). Checked on the ids the data really produced."""
+    vocab_size = getattr(config, "vocab_size", None)
+    if not isinstance(vocab_size, int) or len(split) == 0:
+        return
+    largest = pc.max(pc.list_flatten(split.data.column("input_ids"))).as_py()
+    if largest is not None and largest >= vocab_size:
+        raise HFLightningError(
+            f"the tokenizer {tokenizer_name_or_path} produced token id {largest} in the {name} split, but the "
+            f"model {model_name_or_path} has only {vocab_size} token embeddings (vocab_size). Use the "
+            "tokenizer saved with the model (leave --data.tokenizer_name_or_path unset) or a model trained with "
+            "this tokenizer."
+        )
+
+
+def tokenize(
+    split: Dataset,
+    name: str,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    text_column: str,
+    text_pair_column: str | None,
+    keep_labels: bool,
+    num_proc: int | None,
+) -> Dataset:
+    """Model inputs, each row's `index` in the split and its token `length` (for length grouping); `labels` kept."""
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        pairs = batch[text_pair_column] if text_pair_column else None
+        encoded = tokenizer(batch[text_column], pairs, truncation=True, max_length=max_length)
+        keep = {k: v for k, v in encoded.items() if k in MODEL_INPUTS}
+        return {**keep, "index": indices, "length": [len(ids) for ids in encoded["input_ids"]]}
+
+    keep_columns = ["labels"] if keep_labels else []
+    return split.map(
+        encode,
+        batched=True,
+        with_indices=True,
+        remove_columns=[c for c in split.column_names if c not in keep_columns],
+        num_proc=num_proc,
+        desc=f"Tokenizing {name}",
+    )
+
+
+def label_counts(labels: list, spec: LabelSpec) -> list[float]:
+    """Rows per class (single-label) or positives per label (multi-label); empty for regression."""
+    if spec.task == "single_label":
+        counts = Counter(labels)
+        return [float(counts.get(i, 0)) for i in range(spec.num_labels)]
+    if spec.task == "multi_label":
+        return [float(sum(row[i] for row in labels)) for i in range(spec.num_labels)]
+    return []

@@ -1,0 +1,85 @@
+"""Building the Hugging Face classifier: from a pretrained name or folder with the data's labels, from a checkpoint's
+stored config (no download), and back out of a checkpoint as a plain model for export."""
+
+import inspect
+
+from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from modules.data.labels import PROBLEM_TYPES, LabelSpec
+from modules.data.sources import check_model_source
+from modules.errors import HFLightningError
+from modules.model.lora import initialized_modules, merge
+
+
+def label_config(spec: LabelSpec) -> dict:
+    """The config values that make a model predict `spec`'s labels (written into its config.json on export)."""
+    if spec.task == "single_label" and spec.num_labels < 2:
+        raise HFLightningError(f"single-label training needs at least 2 labels; the train split has {spec.names}.")
+    return {
+        "num_labels": spec.num_labels,
+        "id2label": dict(enumerate(spec.names)),
+        "label2id": {n: i for i, n in enumerate(spec.names)},
+        "problem_type": PROBLEM_TYPES[spec.task],
+    }
+
+
+def pretrained(name: str, **config_values) -> tuple[PreTrainedModel, list[str]]:
+    """The pretrained model (a new head where the labels differ), and the modules it initialized at random."""
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        name, ignore_mismatched_sizes=True, output_loading_info=True, **config_values
+    )
+    return model, initialized_modules(info)
+
+
+def from_name(
+    name: str, spec: LabelSpec, pretrained_weights: bool, pad_token_id: int | None
+) -> tuple[PreTrainedModel, list[str]]:
+    """The classifier `name` describes, for `spec`'s labels, in training mode, and the randomly initialized modules.
+
+    Without `pretrained_weights` only the architecture is built (a checkpoint will supply every weight).
+    """
+    check_model_source(name, "--model.model_name_or_path")
+    labels = label_config(spec)
+    if pretrained_weights:
+        model, initialized = pretrained(name, **labels)
+    else:
+        model, initialized = (
+            AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(name, **labels)),
+            [],
+        )
+    model.train()  # from_pretrained returns eval mode, and Lightning does not switch it back: dropout would be off
+    if model.config.pad_token_id is None:
+        # Decoder-only classifiers find each row's last real token through the pad id.
+        model.config.pad_token_id = pad_token_id if pad_token_id is not None else model.config.eos_token_id
+    return model, initialized
+
+
+def config_from_dict(config: dict) -> PretrainedConfig:
+    """The model config a checkpoint's `hf_config` holds."""
+    values = dict(config)
+    return CONFIG_MAPPING[values.pop("model_type")].from_dict(values)
+
+
+def from_checkpoint(checkpoint: dict, name: str, lora: bool) -> tuple[PreTrainedModel, list[str]]:
+    """The model a checkpoint's `hf_config` describes, for a module loaded on its own, before its weights are loaded.
+
+    A full checkpoint has every weight: an untrained model of that architecture and labels will do (no download).
+    A LoRA checkpoint holds only the trained tensors: the frozen rest comes from the pretrained weights of `name`.
+    """
+    config = config_from_dict(checkpoint["hf_config"])
+    if lora:
+        check_model_source(name, "--model.model_name_or_path")
+        return pretrained(name, config=config)
+    return AutoModelForSequenceClassification.from_config(config), []
+
+
+def trained_model(checkpoint: dict) -> PreTrainedModel:
+    """The Hugging Face model a loaded checkpoint holds, as a plain model: LoRA adapters are merged in."""
+    from modules.model.module import TransformerModule  # the module imports this file
+
+    accepted = inspect.signature(TransformerModule.__init__).parameters  # LightningCLI also stores `_instantiator`
+    module = TransformerModule(**{k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted})
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    return merge(module.model) if module.hparams.lora_r else module.model

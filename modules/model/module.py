@@ -1,0 +1,317 @@
+"""TransformerModule: a Hugging Face sequence classifier with the loss, metrics and schedule of a careful fine-tune."""
+
+import inspect
+import re
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from torchmetrics import MeanMetric
+from transformers import PreTrainedModel
+
+from modules import compat
+from modules.data.labels import PROBLEM_TYPES, TASKS, LabelSpec
+from modules.errors import HFLightningError
+from modules.model import build
+from modules.model.lora import apply_lora, check_lora_args, check_trained_keys, parameter_counts
+from modules.model.loss import class_weights, task_loss, task_outputs
+from modules.model.metrics import build_metrics, check_monitors
+from modules.model.optimization import clear_clip_factor, clip_gradients, configure_adamw
+from modules.model.train_loss import TrainLossLog
+from modules.speedups import apply_exact, apply_for_training
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class TransformerModule(LightningModule):
+    """Fine-tune a Hugging Face sequence classifier: single-label, multi-label or regression.
+
+    The Hugging Face model is built in `configure_model`, once the data has told the task and the label names, so
+    `num_labels`, `id2label` and `label2id` are never typed by the user. Checkpoints carry the model's config, so
+    `load_from_checkpoint` rebuilds the model without downloading anything. With LoRA (`lora_r` > 0) checkpoints hold
+    only the trained tensors (adapters and head), and reloading takes the frozen rest from `model_name_or_path`.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = "bert-base-uncased",
+        learning_rate: float = 2e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        class_weights: Literal["none", "balanced"] | list[float] = "none",
+        threshold: float = 0.5,
+        compile: bool = False,
+        gradient_checkpointing: bool = False,
+        fast_dropout: bool = True,
+        nonfinite_loss: Literal["stop", "skip"] = "stop",
+        lora_r: int = 0,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.1,
+        lora_target_modules: list[str] | None = None,
+        problem_type: Literal["single_label_classification", "multi_label_classification", "regression"] | None = None,
+        label_names: list[str] | None = None,
+    ) -> None:
+        """
+        Args:
+            model_name_or_path: Hub model name or local folder (from `save_pretrained`) to fine-tune.
+            learning_rate: Peak AdamW learning rate. 2e-5..5e-5 suits base-size encoders; tiny models take more.
+            weight_decay: AdamW weight decay, not applied to biases and LayerNorm weights.
+            warmup_ratio: Fraction of all optimizer steps spent warming the learning rate up linearly from 0; it then
+                decays linearly to 0 at the last step.
+            class_weights: Loss weights against class imbalance: `none`; `balanced` (n_rows / (n_classes * rows of
+                the class), from the train split; for multi-label, each label's negatives/positives as BCE
+                `pos_weight`); or one weight per class. Use `balanced` when a rare class matters (its recall is
+                what suffers) and accuracy on the majority may drop a little. Weights apply to the training loss;
+                `val_loss`/`test_loss` stay unweighted so runs with and without weights compare.
+            threshold: Probability above which a label counts as predicted (multi-label metrics).
+            compile: `torch.compile` the model (in place; checkpoint keys stay free of `_orig_mod.`). Meant for
+                GPU runs of many steps whose step is host-bound (bert-base at batch 32 kept an H100 ~1% busy): fewer,
+                fused kernels; length-varying batches trigger recompiles first. Not yet measured on a GPU here. On a
+                2-core CPU it did not pay off (MiniLM, bf16: 72 vs 89 samples/s, after ~3 minutes of compilation).
+            gradient_checkpointing: Recompute activations in the backward pass: ~30% slower steps, much less
+                memory, for large models or long inputs.
+            fast_dropout: Training on CPU, draw dropout masks four elements per random number and run attention that
+                has dropout as two plain products in the autocast dtype (modules/speedups/dropout.py): steps ~1.2x
+                faster (MiniLM, bf16, 2 cores). Same dropout rate and expectation (p quantised to 1/65536); other
+                draws than torch's. No effect on GPUs (torch's fused dropout is fast there) or with `compile`. False
+                keeps torch's dropout and SDPA.
+            nonfinite_loss: What a NaN/inf training loss does: `stop` ends the run with an error naming the step
+                (the checkpoints on disk stay as they were); `skip` drops that batch's update and goes on
+                (single process only: under DDP the other ranks would wait for it).
+            lora_r: LoRA rank. 0 fine-tunes every weight. 8 or 16 freezes the model and trains low-rank adapters on
+                `lora_target_modules` plus the classification head (~1% of a base model's parameters); checkpoints
+                then hold only those (reloading needs `model_name_or_path`), the Hugging Face export has the adapters
+                merged in, and learning rates around 5e-4 suit. Needs `pip install hf-lightning[lora]` (peft).
+            lora_alpha: LoRA scale numerator: the adapters' output is scaled by lora_alpha / lora_r (2 x r is common).
+            lora_dropout: Dropout on the adapters' input.
+            lora_target_modules: Names (or dotted name endings) of the linear layers to adapt, e.g. `[query, value]`.
+                None takes peft's default for the architecture (BERT/RoBERTa `query`, `value`; GPT-2 `c_attn`;
+                DistilBERT `q_lin`, `v_lin`); after the model is built it holds the names used.
+            problem_type: Not a setting: filled in from the data (`--data.task` decides the task) and stored so
+                checkpoints reload on their own. Leave it unset (with both it and `label_names` set, data that
+                disagrees is refused).
+            label_names: Not a setting: filled in from the data's labels and stored so checkpoints and exports keep
+                the names. Leave it unset.
+        """
+        super().__init__()
+        check_lora_args(lora_r, lora_alpha, lora_dropout)
+        self.save_hyperparameters()
+        self.model: PreTrainedModel | None = None
+        self._input_names: tuple[str, ...] = ()
+        # The CLI sets this when `--ckpt_path` will overwrite the weights: then only the architecture is built.
+        self.weights_from_checkpoint = False
+        self._train_loss = TrainLossLog()
+        if lora_r:
+            # LoRA checkpoints hold only the trained tensors, so Lightning must not ask for the frozen ones (FSDP loads
+            # through its own path); `check_trained_keys` is strict about the trained ones instead.
+            self.strict_loading = False
+
+    @property
+    def task(self) -> str | None:
+        """`single_label`, `multi_label` or `regression` (None until the data or a checkpoint has told)."""
+        return TASKS.get(self.hparams.problem_type)
+
+    # --------------------------------------------------------------------------------------------- building
+    def label_spec(self) -> LabelSpec:
+        """The task and label names: from the data when it has a train split, else from the checkpoint."""
+        trainer = compat.attached_trainer(self)
+        datamodule = getattr(trainer, "datamodule", None) if trainer else None
+        from_data = getattr(datamodule, "label_spec", None)
+        stored = self.task and self.hparams.label_names
+        if from_data is not None and stored:
+            if (from_data.task, list(from_data.names)) != (self.task, list(self.hparams.label_names)):
+                raise HFLightningError(
+                    f"the checkpoint was trained for {self.task} with labels {self.hparams.label_names}, "
+                    f"but the data gives {from_data.task} with labels {list(from_data.names)}. Use the data it was "
+                    "trained on, or start a new fit."
+                )
+        if from_data is not None:
+            return from_data
+        if stored:
+            return LabelSpec(self.task, tuple(self.hparams.label_names))
+        raise HFLightningError("no labels: the data has no train split and no checkpoint gave label names.")
+
+    def setup(self, stage: str) -> None:
+        spec = self.label_spec()
+        self.hparams.problem_type, self.hparams.label_names = PROBLEM_TYPES[spec.task], list(spec.names)
+        if stage == "fit":
+            check_monitors(self.trainer.callbacks, spec.task)
+
+    def configure_model(self) -> None:
+        if compat.attached_trainer(self) is None:
+            return  # standalone `load_from_checkpoint`: `on_load_checkpoint` builds the model from its config
+        spec = self.label_spec()
+        if self.model is None:
+            self._set_model(*self._build(spec, from_checkpoint=self.weights_from_checkpoint))
+        if not hasattr(self, "val_metrics"):
+            self._build_metrics(spec)
+
+    def _build(self, spec: LabelSpec, from_checkpoint: bool) -> tuple[PreTrainedModel, list[str]]:
+        """The model, and the names of the modules `from_pretrained` initialized at random."""
+        tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        # A full checkpoint has every weight: the architecture will do. LoRA checkpoints hold only the trained
+        # tensors: the frozen rest comes from the pretrained weights.
+        return build.from_name(
+            self.hparams.model_name_or_path,
+            spec,
+            pretrained_weights=not (from_checkpoint and not self.hparams.lora_r),
+            pad_token_id=tokenizer.pad_token_id if tokenizer else None,
+        )
+
+    def _set_model(self, model: PreTrainedModel, initialized: list[str] | None = None) -> None:
+        accepted = inspect.signature(model.forward).parameters  # of the Hugging Face model: peft's takes **kwargs
+        self._input_names = tuple(k for k in _MODEL_INPUTS if k in accepted)
+        if self.hparams.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.hparams.lora_r:
+            hp = self.hparams
+            model, hp.lora_target_modules = apply_lora(
+                model, hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.lora_target_modules, initialized or ()
+            )
+        # Counted now: once FSDP has wrapped the model, each process sees only its shard.
+        self.parameter_counts = trainable, total = parameter_counts(model)
+        if self.hparams.lora_r and rank_zero_only.rank == 0:
+            print(f"LoRA: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+        apply_exact(model, compiled=self.hparams.compile)
+        if self.hparams.compile:
+            model.compile()  # in place: parameter names (and checkpoint keys) stay free of `_orig_mod.`
+        self.model = model
+
+    def _build_metrics(self, spec: LabelSpec) -> None:
+        threshold = self.hparams.threshold
+        self.val_metrics = build_metrics(spec.task, spec.num_labels, threshold)
+        self.test_metrics = build_metrics(spec.task, spec.num_labels, threshold, per_class=True)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        fitting = self.trainer.state.fn == "fit"
+        weights = None
+        if fitting:
+            datamodule = self.trainer.datamodule
+            counts = getattr(datamodule, "label_counts", None)
+            rows = len(datamodule.datasets["train"]) if counts else 0
+            weights = class_weights(self.hparams.class_weights, spec, counts, rows)
+        self.register_buffer("loss_weights", weights, persistent=False)
+
+    # ---------------------------------------------------------------------------------------------- steps
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of shape (batch, num_labels) from the inputs this model's `forward` accepts."""
+        return self.model(**{k: batch[k] for k in self._input_names if k in batch}).logits
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, weighted: bool = False) -> torch.Tensor:
+        # Class weights shape the training loss only: val/test losses stay comparable across weightings.
+        return task_loss(self.task, logits, labels, self.loss_weights if weighted else None)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        loss = self._loss(self(batch), batch["labels"], weighted=True)
+        if not torch.isfinite(loss):  # one host sync per step; the progress bar reads the loss anyway
+            where = f"at step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+            if self.hparams.nonfinite_loss == "skip" and self.trainer.world_size == 1:
+                self.print(f"Skipped the update of a non-finite loss ({loss.item()}) {where}.")
+                return None
+            raise HFLightningError(
+                f"non-finite training loss ({loss.item()}) {where}. Lower --model.learning_rate, prefer bf16 to "
+                "fp16, or set --model.nonfinite_loss skip to drop such batches."
+            )
+        self._train_loss.add(self, loss.detach(), batch_idx, len(batch["input_ids"]))
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], loss_metric: MeanMetric, metrics) -> None:
+        logits = self(batch)
+        loss_metric.update(self._loss(logits, batch["labels"]), weight=len(batch["input_ids"]))
+        metrics.update(
+            task_outputs(self.task, logits), batch["labels"].long() if self.task == "multi_label" else batch["labels"]
+        )
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_loss, self.val_metrics)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_loss, self.test_metrics)
+
+    def _log_epoch(self, prefix: str, loss_metric: MeanMetric, metrics) -> None:
+        # torchmetrics has already reduced across processes (every row counted once), so all ranks agree.
+        values = {f"{prefix}_loss": loss_metric.compute()}
+        for name, value in metrics.compute().items():
+            if value.ndim == 2:  # the confusion matrix, for the test report (outputs/report.py): not a scalar to log
+                setattr(self, f"{prefix}_confusion_matrix", value.cpu())
+            elif value.ndim == 0:
+                values[f"{prefix}_{name}"] = value
+            else:  # per-class vector: one scalar per label name
+                for label, v in zip(self.hparams.label_names, value):
+                    values[f"{prefix}_{name}_{re.sub(r'[^0-9A-Za-z]+', '_', str(label))}"] = v
+        self.log_dict(values, prog_bar=prefix == "val", sync_dist=True)  # equal on all ranks: a no-op mean
+        loss_metric.reset()
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val", self.val_loss, self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", self.test_loss, self.test_metrics)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"index": batch["index"].cpu(), "outputs": task_outputs(self.task, self(batch)).cpu()}
+
+    # ------------------------------------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        return configure_adamw(self, hp.learning_rate, hp.weight_decay, hp.warmup_ratio)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().optimizer_step(*args, **kwargs)
+        finally:
+            clear_clip_factor(self.trainer)
+
+    # -------------------------------------------------------------------------------------- checkpointing
+    def trained_keys(self) -> list[str]:
+        """State-dict keys of the tensors training updates (all of them without LoRA)."""
+        return [name for name, parameter in self.named_parameters() if parameter.requires_grad]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["hf_config"] = self.model.config.to_dict()
+        if self.hparams.lora_r:  # the frozen base weights are those of model_name_or_path: no need to store them
+            trained = set(self.trained_keys())
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trained_r = checkpoint.get("hyper_parameters", {}).get("lora_r", 0)
+        if trained_r != self.hparams.lora_r:  # the CLI takes it from the checkpoint; a hand-built module may not
+            raise HFLightningError(
+                f"the checkpoint was trained with --model.lora_r {trained_r} but this run sets {self.hparams.lora_r}: "
+                "pass the value it was trained with."
+            )
+        if self.model is None:  # loaded on its own, not by a Trainer that built it in `configure_model`
+            self._set_model(
+                *build.from_checkpoint(checkpoint, self.hparams.model_name_or_path, self.hparams.lora_r > 0)
+            )
+        if self.hparams.lora_r and "state_dict" in checkpoint:  # FSDP has loaded and removed it already
+            check_trained_keys(self.trained_keys(), checkpoint["state_dict"])
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False) -> Any:
+        if not self.hparams.lora_r:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        # The frozen tensors stay as `model_name_or_path` gave them; strictness applies to the trained ones.
+        if strict:
+            check_trained_keys(self.trained_keys(), state_dict)
+        keys = super().load_state_dict(state_dict, strict=False, assign=assign)
+        return keys._replace(missing_keys=[k for k in self.trained_keys() if k not in state_dict])
+
+    def on_train_start(self) -> None:
+        trainer = self.trainer
+        self._train_loss.start(trainer)
+        # CPU training step speedups (GPUs have fused kernels for this work), undone when training ends.
+        hp = self.hparams
+        self._undo_speedups = apply_for_training(
+            self.model, self.device.type, trainer.world_size, hp.fast_dropout, compiled=hp.compile
+        )
+
+    def on_train_end(self) -> None:
+        undo, self._undo_speedups = getattr(self, "_undo_speedups", None), None
+        if undo is not None:
+            undo()

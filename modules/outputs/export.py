@@ -1,0 +1,117 @@
+"""Export a checkpoint in Hugging Face format (config with label names, safetensors, tokenizer, model card).
+
+LoRA checkpoints are exported with the adapters merged into the base weights, so the folder is a plain model.
+
+After the fact: `python -m modules.outputs.export CHECKPOINT OUTPUT_DIR`. The folder then loads with
+`pipeline("text-classification", model=OUTPUT_DIR)` or `AutoModelForSequenceClassification.from_pretrained`.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from transformers import AutoTokenizer
+
+from modules.model import trained_model
+from modules.model.lora import parameter_counts
+from modules.outputs.model_card import write_model_card
+from modules.run.paths import load_checkpoint, log_folder
+
+
+def export_checkpoint(
+    checkpoint_path: str | Path, output_dir: str | Path, tokenizer_name_or_path: str | None = None
+) -> Path:
+    """Write the Hugging Face model and tokenizer of a Lightning checkpoint to `output_dir`; returns it."""
+    state = load_checkpoint(checkpoint_path)
+    model = trained_model(state)  # LoRA adapters merged in: a plain model that needs no peft to load
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    data_state = state.get("HFDataModule", {})
+    name = (
+        tokenizer_name_or_path
+        or data_state.get("tokenizer_name_or_path")
+        or state["hyper_parameters"]["model_name_or_path"]
+    )
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class HFExport(Callback):
+    """At the end of `fit`, record the run in `fit_summary.json` and export the best checkpoint (else the last) in
+    Hugging Face format, with a model card, to `<run folder>/<dirname>`.
+
+    Args:
+        enabled: Export at the end of fit (the summary is written either way).
+        dirname: Folder name inside the run folder.
+    """
+
+    def __init__(self, enabled: bool = True, dirname: str = "hf_model") -> None:
+        self.enabled = enabled
+        self.dirname = dirname
+        self._start = 0.0
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        callback = trainer.checkpoint_callback
+        checkpoint = (callback.best_model_path or callback.last_model_path) if callback else ""
+        run_dir = log_folder(trainer)  # on every rank: a collective
+        if trainer.is_global_zero:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            datamodule = trainer.datamodule
+            trainable, total = getattr(pl_module, "parameter_counts", None) or parameter_counts(pl_module)
+            summary = {
+                "base_model": pl_module.hparams.model_name_or_path,
+                "dataset": datamodule.dataset or datamodule.data_files,
+                "best_checkpoint": checkpoint,
+                "monitor": callback.monitor if callback else None,
+                "best_score": float(callback.best_model_score)
+                if callback and callback.best_model_score is not None
+                else None,
+                "val_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")},
+                "train_seconds": time.perf_counter() - self._start,
+                "hardware": hardware(),
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "parameters": total,
+                "trainable_parameters": trainable,
+            }
+            (run_dir / "fit_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            if self.enabled and checkpoint and not trainer.interrupted:
+                output_dir = export_checkpoint(checkpoint, run_dir / self.dirname, datamodule.tokenizer_name_or_path)
+                write_model_card(output_dir, run_dir)
+                print(f"Exported {checkpoint} in Hugging Face format to {output_dir}")
+        trainer.strategy.barrier()
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="Lightning .ckpt written by `python main.py fit`")
+    parser.add_argument("output_dir", help="folder to write the Hugging Face model, tokenizer and model card to")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer name or folder (default: the one the checkpoint was trained with)"
+    )
+    parsed = parser.parse_args(args)
+    output_dir = export_checkpoint(parsed.checkpoint, parsed.output_dir, parsed.tokenizer)
+    checkpoint = Path(parsed.checkpoint)
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    write_model_card(output_dir, run_dir)
+    print(f"Exported {parsed.checkpoint} to {output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Speed-ups: patches of Hugging Face model internals that make steps faster without changing what is computed
+(beyond rounding, or dropout's random draws), each returning its undo. `apply_exact` and `apply_for_training` are the
+only entry points the model calls; the switches are `--model.fast_dropout` and `--model.compile` (a compiled model
+traces the model as Hugging Face wrote it, so none apply).
+
+- `first_token`: the last encoder layer runs position 0 only, where the head reads nothing else. Exact: on every
+  device, in training and evaluation.
+- `dropout`: lane dropout (four elements per random number) and attention as plain products. CPU training only:
+  torch's fused GPU dropout is fast already.
+- `embedding_grad`: word-embedding gradients in one kept buffer. CPU training on one process only (DDP reduces
+  gradients during the backward).
+- `fused_projections`: query, key and value as one matmul. CPU training only.
+"""
+
+from collections.abc import Callable
+
+from torch import nn
+
+from modules.speedups.dropout import use_lane_dropout
+from modules.speedups.embedding_grad import known_norm, use_kept_embedding_grad
+from modules.speedups.first_token import first_token_last_layer
+from modules.speedups.fused_projections import fuse_qkv_projections
+
+__all__ = ["apply_exact", "apply_for_training", "known_norm"]
+
+
+def apply_exact(model: nn.Module, compiled: bool) -> None:
+    """The patches that change no result, on every device: applied once, when the model is built."""
+    if not compiled:
+        first_token_last_layer(model)
+
+
+def apply_for_training(
+    model: nn.Module, device_type: str, world_size: int, fast_dropout: bool, compiled: bool
+) -> Callable[[], None]:
+    """The CPU-training patches that pay on this run; returns the undo that restores the model as it was."""
+    undo: list[Callable[[], None] | None] = []
+    if device_type == "cpu" and not compiled:
+        if fast_dropout:
+            undo.append(use_lane_dropout(model))
+        if world_size == 1:
+            undo.append(use_kept_embedding_grad(model))
+        undo.append(fuse_qkv_projections(model))
+    steps = [u for u in undo if u is not None]
+
+    def undo_all() -> None:
+        for step in reversed(steps):
+            step()
+
+    return undo_all

@@ -1,0 +1,107 @@
+"""After fit: best/last checkpoints in later commands, prediction files, Hugging Face export and model card."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from transformers import pipeline
+
+from helpers import read_metrics, run_dir, run_subprocess, write_base_config
+from main import cli_main
+from modules.model import TransformerModule
+from modules.outputs.export import main as export_main
+
+pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
+
+
+@pytest.fixture
+def fitted(tmp_path, tiny_model, reviews_dir):
+    """A finished fit on the review data, with the Hugging Face export on."""
+    base = write_base_config(
+        tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 3}, export={"enabled": True}
+    )
+    cli_main(["fit", "--config", str(base)])
+    return base
+
+
+def test_predict_best_writes_one_row_per_input_in_order(tmp_path, fitted, reviews_dir):
+    cli_main(["predict", "--config", str(fitted), "--ckpt_path", "best"])
+    rows = [json.loads(line) for line in (run_dir(tmp_path) / "predictions.jsonl").read_text().splitlines()]
+    test = pd.read_parquet(reviews_dir / "data" / "test-00000-of-00001.parquet")
+    assert len(rows) == len(test)
+    assert [r["text"] for r in rows] == test["text"].tolist()  # input order, not length order
+    assert {r["prediction"] for r in rows} <= {"neg", "pos"} and set(rows[0]["probabilities"]) == {"neg", "pos"}
+    accuracy = sum(r["prediction"] == ["neg", "pos"][label] for r, label in zip(rows, test["label"])) / len(rows)
+    assert accuracy > 0.8
+
+
+def test_predict_on_a_text_file_to_csv(tmp_path, fitted):
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("a wonderful film\nthe plot was dull and tedious\n\nbrilliant acting\n")
+    output = tmp_path / "out.csv"
+    cli_main(
+        ["predict", "--config", str(fitted), "--ckpt_path", "last", "--data.predict_file", str(inputs)]
+        + ["--predictions.output_path", str(output)]
+    )
+    frame = pd.read_csv(output, keep_default_na=False)
+    assert frame["text"].tolist() == ["a wonderful film", "the plot was dull and tedious", "", "brilliant acting"]
+    assert frame.loc[[0, 1, 3], "prediction"].tolist() == ["pos", "neg", "pos"]
+    assert {"prob_neg", "prob_pos"} <= set(frame.columns)
+
+
+def test_export_loads_in_pipeline_with_names_and_same_probabilities(tmp_path, fitted):
+    export = run_dir(tmp_path) / "hf_model"
+    config = json.loads((export / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"} and config["problem_type"] == "single_label_classification"
+    assert (export / "model.safetensors").is_file() and (export / "tokenizer.json").is_file()
+    card = (export / "README.md").read_text()
+    assert "## Metrics" in card and "val_acc" in card and "from transformers import pipeline" in card
+
+    texts = ["a wonderful and charming film", "dull boring script", "the cast was superb but the ending bland"]
+    classifier = pipeline("text-classification", model=str(export), top_k=None)
+    outputs = classifier(texts)
+    assert {o["label"] for o in outputs[0]} == {"neg", "pos"}
+    from_pipeline = torch.tensor(
+        [[{o["label"]: o["score"] for o in out}[n] for n in ("neg", "pos")] for out in outputs]
+    )
+
+    best = json.loads((run_dir(tmp_path) / "fit_summary.json").read_text())["best_checkpoint"]
+    module = TransformerModule.load_from_checkpoint(best).eval()  # standalone: no data, no download
+    encoded = classifier.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        from_module = torch.softmax(module(dict(encoded)), dim=-1)
+    assert torch.allclose(from_pipeline, from_module, atol=1e-5)
+
+
+def test_export_after_the_fact_and_card_gains_test_metrics(tmp_path, fitted):
+    cli_main(["test", "--config", str(fitted), "--ckpt_path", "best"])
+    card = (run_dir(tmp_path) / "hf_model" / "README.md").read_text()
+    assert "| test | test_acc |" in card
+    last = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    export_main([str(last), str(tmp_path / "exported")])
+    config = json.loads((tmp_path / "exported" / "config.json").read_text())
+    assert config["label2id"] == {"neg": 0, "pos": 1}
+    assert (tmp_path / "exported" / "README.md").is_file()
+
+
+def test_fit_resumes_from_last_in_a_new_command(tmp_path, fitted):
+    cli_main(["fit", "--config", str(fitted), "--ckpt_path", "last", "--trainer.max_epochs", "4"])
+    epochs = pd.read_csv(run_dir(tmp_path, 1) / "metrics.csv")["epoch"]
+    assert epochs.min() == 3 and epochs.max() == 3  # trained only the 4th epoch: continued, did not start over
+
+
+def test_validate_writes_metrics_json(tmp_path, fitted):
+    cli_main(["validate", "--config", str(fitted), "--ckpt_path", "best"])
+    metrics = read_metrics(run_dir(tmp_path) / "validate_metrics.json")
+    assert metrics["val_acc"] > 0.8 and "val_loss" in metrics
+
+
+@pytest.mark.slow
+def test_ddp_predict_writes_each_input_once(tmp_path, fitted, reviews_dir):
+    args = ["--config", str(fitted), "--trainer.strategy", "ddp", "--trainer.devices", "2", "--ckpt_path", "best"]
+    result = run_subprocess(["predict", *args, "--data.eval_batch_size", "7"], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (run_dir(tmp_path) / "predictions.jsonl").read_text().splitlines()]
+    test = pd.read_parquet(reviews_dir / "data" / "test-00000-of-00001.parquet")
+    assert [r["text"] for r in rows] == test["text"].tolist()

@@ -1,0 +1,60 @@
+"""Progress output: plain lines when stdout is not a terminal, Rich's bar on one, and the user's choice wins."""
+
+import re
+import sys
+
+import pytest
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+from helpers import run_subprocess, write_base_config
+from main import cli_main
+from modules.run.progress import LogProgress
+
+pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
+
+TRAIN_LINE = re.compile(r"^epoch (\d)/2  step (\d+)/20  batch 10/10  train_loss (\d\.\d{4})  (\d+\.\d) samples/s$")
+VAL_LINE = re.compile(r"^epoch (\d)/2  val_loss \d\.\d{4}  val_acc \d\.\d{4}  val_f1 \d\.\d{4}$")
+
+
+def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, tiny_model, reviews_dir):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    flags = ["--trainer.enable_progress_bar", "true", "--trainer.limit_train_batches", "10"]
+    result = run_subprocess(["fit", "--config", str(base), *flags])  # stdout is a pipe, as in CI
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    train = [m.groups() for m in map(TRAIN_LINE.match, lines) if m]
+    assert [(epoch, step) for epoch, step, *_ in train] == [("0", "10"), ("1", "20")]  # each epoch's last batch
+    assert all(0.1 < float(loss) < 2 for _, _, loss, _ in train)  # a cross-entropy of 2 classes, near ln 2 = 0.69
+    assert [m.group(1) for m in map(VAL_LINE.match, lines) if m] == ["0", "1"]  # sanity check not reported
+    assert "Epoch 0" not in result.stdout + result.stderr  # neither TQDM's nor Rich's bar
+    assert "\r" not in result.stdout and "━" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "terminal", "expected"),
+    [
+        ([], False, LogProgress),
+        ([], True, RichProgressBar),
+        (["--trainer.callbacks+=TQDMProgressBar"], False, TQDMProgressBar),
+        (["--trainer.enable_progress_bar", "false"], True, type(None)),
+    ],
+    ids=["log-default", "terminal-default", "user-callback", "disabled"],
+)
+def test_progress_bar_choice(flags, terminal, expected, tmp_path, tiny_model, reviews_dir, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal)
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    args = ["--config", str(base), "--trainer.enable_progress_bar", "true", "--trainer.limit_val_batches", "1"]
+    cli = cli_main(["validate", *args, *flags])
+    assert type(cli.trainer.progress_bar_callback) is expected
+
+
+def test_plain_progress_lines_in_test_and_predict(tmp_path, tiny_model, reviews_dir, capsys):
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
+    cli_main(["fit", "--config", str(base), "--trainer.limit_train_batches", "2"])
+    flags = ["--trainer.enable_progress_bar", "true", "--trainer.callbacks+=modules.run.progress.LogProgress"]
+    flags += ["--trainer.callbacks.refresh_rate", "2", "--data.eval_batch_size", "25", "--ckpt_path", "last"]
+    capsys.readouterr()
+    for stage in ("test", "predict"):  # 100 test rows in 4 batches: a line every 2 batches
+        cli_main([stage, "--config", str(base), *flags])
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{stage} batch")]
+        assert lines == [f"{stage} batch 2/4", f"{stage} batch 4/4"]
