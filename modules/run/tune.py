@@ -102,7 +102,7 @@ def run(argv: list[str] | None = None) -> Any:
         if args.sampler == "random"
         else optuna.samplers.TPESampler(seed=args.seed)
     )
-    with _claim(url):  # two workers starting at once: one creates the study, the other loads it
+    with _Claim(url):  # two workers starting at once: one creates the study, the other loads it
         study = optuna.create_study(
             study_name=args.study_name,
             storage=storage,
@@ -136,7 +136,7 @@ def run(argv: list[str] | None = None) -> Any:
         trial.set_user_attr("run_dir", str(run_dir))
         return score
 
-    with _claim(url) as claim:
+    with _Claim(url) as claim:
         while True:
             claim.acquire()
             if len(study.get_trials(deepcopy=False)) >= args.n_trials:
@@ -209,19 +209,32 @@ def _fit(args: list[str], callbacks: list) -> tuple[float, Path]:
     from main import cli_main
     from modules.run.paths import run_folder
 
-    err = io.StringIO()
+    err = _Tee(sys.stderr)
     try:
         with contextlib.redirect_stderr(err):
             cli = cli_main(["fit", *args], callbacks=callbacks)
     except SystemExit as exit_:  # a sampled value the parser refuses
         raise ValueError((err.getvalue().strip().splitlines() or [f"exit status {exit_.code}"])[0]) from None
-    finally:
-        sys.stderr.write(err.getvalue())
     callback = cli.trainer.checkpoint_callback
     score = callback.best_model_score if callback else None
     if score is None or not math.isfinite(float(score)):
         raise ValueError(f"no finite {callback.monitor if callback else 'monitored metric'} at a best checkpoint")
     return float(score), run_folder(cli.trainer)
+
+
+class _Tee(io.StringIO):
+    """Stderr as it goes, also kept: a parse error's message becomes the trial's recorded error."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        return super().write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 def _wait_for_stale(optuna: Any, study: Any, interval: int, grace: int) -> None:
@@ -283,7 +296,7 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
-class _claim:
+class _Claim:
     """An exclusive lock around "count the trials, then start one", so concurrent workers on one SQLite file never
     start more than `--n_trials`. Server databases (PostgreSQL, MySQL) get no lock: there, workers finishing at the
     same moment may each start one trial past the total."""
@@ -303,7 +316,7 @@ class _claim:
             fcntl.flock(self._file, fcntl.LOCK_UN)
         self._held = False
 
-    def __enter__(self) -> "_claim":
+    def __enter__(self) -> "_Claim":
         self.acquire()
         return self
 
