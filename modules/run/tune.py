@@ -14,11 +14,9 @@ trial's full config as `best.yaml`, which `python main.py fit --config best.yaml
 
 import argparse
 import contextlib
-import csv
 import fcntl
 import io
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ import yaml
 
 from modules.errors import HFLightningError
 from modules.run.search_space import Parameter, as_flags, load_search_space
+from modules.run.tune_report import write_report
 
 
 def _optuna():
@@ -143,7 +142,7 @@ def run(argv: list[str] | None = None) -> Any:
                 break
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
     _wait_for_stale(optuna, study, args.heartbeat_interval, args.grace_period)
-    _report(optuna, study, space, output_dir)
+    write_report(study, space, output_dir)
     return study
 
 
@@ -245,49 +244,6 @@ def _wait_for_stale(optuna: Any, study: Any, interval: int, grace: int) -> None:
         if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             return
         time.sleep(interval)
-
-
-def _report(optuna: Any, study: Any, space: list[Parameter], output_dir: Path) -> None:
-    trials = study.get_trials(deepcopy=False)
-    rows = []
-    for trial in trials:
-        end = trial.datetime_complete
-        seconds = trial.user_attrs.get("seconds") or (
-            (end - trial.datetime_start).total_seconds() if end and trial.datetime_start else None
-        )
-        rows.append(
-            {
-                "number": trial.number,
-                "state": trial.state.name + (" (baseline)" if trial.user_attrs.get("baseline") else ""),
-                "value": trial.value,
-                **{p.key: trial.params.get(p.key) for p in space},
-                "seconds": round(seconds, 1) if seconds is not None else None,
-                "error": trial.user_attrs.get("error", ""),
-            }
-        )
-    with open(output_dir / "trials.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["number"])
-        writer.writeheader()
-        writer.writerows(rows)
-    widths = {k: max(len(k), *(len(_cell(r[k])) for r in rows)) for k in (rows[0] if rows else {})}
-    print("  ".join(k.ljust(w) for k, w in widths.items()))
-    for row in rows:
-        print("  ".join(_cell(row[k]).ljust(w) for k, w in widths.items()))
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        print("No trial completed: no best.yaml.")
-        return
-    best = study.best_trial
-    config = Path(best.user_attrs["run_dir"]) / "config.yaml"
-    shutil.copyfile(config, output_dir / "best.yaml")
-    print(f"Best: trial {best.number}, value {best.value:.6g}, {best.params}")
-    print(f"Wrote {output_dir / 'best.yaml'} (python main.py fit --config {output_dir / 'best.yaml'})")
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else str(value)
 
 
 def _as_list(value: Any) -> list:
