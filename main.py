@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -131,14 +131,15 @@ class HFLightningCLI(LightningCLI):
             print(f"Wrote {stage} metrics to {path}")
 
 
-def cli_main(args: list[str] | None = None) -> HFLightningCLI:
-    """Run the CLI; `args` lets tests drive it in-process (None reads `sys.argv`)."""
+def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = None) -> HFLightningCLI:
+    """Run the CLI; `args` lets tests and the tuner drive it in-process (None reads `sys.argv`). `callbacks` are
+    added to the Trainer's without entering the saved config (the tuner's pruning callback)."""
     return HFLightningCLI(
         TransformerModule,
         HFDataModule,
         save_config_callback=SaveRunConfig,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [RNGState()]},
+        trainer_defaults={"callbacks": [RNGState(), *(callbacks or [])]},
         parser_kwargs={"default_env": True},
         parser_class=ArgumentParser,
         auto_configure_optimizers=False,

@@ -1,0 +1,54 @@
+"""The end of a study: the table of its trials (printed and `trials.csv`) and the best trial's config (`best.yaml`)."""
+
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+from modules.run.search_space import Parameter
+
+
+def write_report(study: Any, space: list[Parameter], output_dir: Path) -> None:
+    """Print the table of trials, write it as `trials.csv`, and copy the best trial's config to `best.yaml`."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    rows = []
+    for trial in trials:
+        end = trial.datetime_complete
+        seconds = trial.user_attrs.get("seconds") or (
+            (end - trial.datetime_start).total_seconds() if end and trial.datetime_start else None
+        )
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name + (" (baseline)" if trial.user_attrs.get("baseline") else ""),
+                "value": trial.value,
+                **{p.key: trial.params.get(p.key) for p in space},
+                "seconds": round(seconds, 1) if seconds is not None else None,
+                "error": trial.user_attrs.get("error", ""),
+            }
+        )
+    with open(output_dir / "trials.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["number"])
+        writer.writeheader()
+        writer.writerows(rows)
+    widths = {k: max(len(k), *(len(_cell(r[k])) for r in rows)) for k in (rows[0] if rows else {})}
+    print("  ".join(k.ljust(w) for k, w in widths.items()))
+    for row in rows:
+        print("  ".join(_cell(row[k]).ljust(w) for k, w in widths.items()))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        print("No trial completed: no best.yaml.")
+        return
+    best = study.best_trial
+    config = Path(best.user_attrs["run_dir"]) / "config.yaml"
+    shutil.copyfile(config, output_dir / "best.yaml")
+    print(f"Best: trial {best.number}, value {best.value:.6g}, {best.params}")
+    print(f"Wrote {output_dir / 'best.yaml'} (python main.py fit --config {output_dir / 'best.yaml'})")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
