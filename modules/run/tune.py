@@ -85,12 +85,6 @@ def run(argv: list[str] | None = None) -> Any:
     base = [flag for config in args.config for flag in ("--config", config)] + fit_args
     settings = _check(base, space)  # before any trial: the configs, the extra flags and every searched key parse
     monitor, mode = settings["monitor"], settings["mode"]
-    storage = optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=args.heartbeat_interval,
-        grace_period=args.grace_period,
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-    )
     pruner = (
         optuna.pruners.MedianPruner(args.pruner_startup_trials, args.pruner_warmup_epochs)
         if args.pruning == "true"
@@ -101,7 +95,14 @@ def run(argv: list[str] | None = None) -> Any:
         if args.sampler == "random"
         else optuna.samplers.TPESampler(seed=args.seed)
     )
-    with _Claim(url):  # two workers starting at once: one creates the study, the other loads it
+    # Two workers starting at once: one creates the storage's tables and the study, the other loads them.
+    with _Claim(url):
+        storage = optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=args.heartbeat_interval,
+            grace_period=args.grace_period,
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+        )
         study = optuna.create_study(
             study_name=args.study_name,
             storage=storage,
