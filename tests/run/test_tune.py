@@ -142,16 +142,20 @@ def _trials_if_any(tmp_path: Path) -> list:
 
 @pytest.mark.slow
 def test_killed_worker_trial_is_failed_and_the_other_finishes(tmp_path, tiny_model, reviews_dir):
-    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 30})
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
     search = _search(tmp_path, {"model.learning_rate": {"type": "float", "low": 1e-3, "high": 5e-3, "log": True}})
     beat = ["--heartbeat_interval", "1", "--grace_period", "4"]
-    victim = _worker(tmp_path, base, search, 3, *beat, "--trainer.max_epochs", "30")
+    # No epoch limit: the victim's first trial cannot finish before the kill, however fast the machine.
+    victim = _worker(tmp_path, base, search, 3, *beat, "--trainer.max_epochs", "-1")
     db = tmp_path / "tune" / "study.db"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # until the victim's first trial is running
-        if db.exists() and any(t.state.name == "RUNNING" for t in _trials_if_any(tmp_path)):
+        if db.exists() and [t.state.name for t in _trials_if_any(tmp_path)] == ["RUNNING"]:
             break
         time.sleep(0.5)
+    else:
+        victim.kill()
+        pytest.fail(f"the victim's first trial never ran: {victim.communicate()[0][-3000:]}")
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=60)
     survivor = _worker(tmp_path, base, search, 3, *beat, "--trainer.max_epochs", "1")
