@@ -26,7 +26,7 @@ import yaml
 
 from modules.errors import HFLightningError
 from modules.run.search_space import Parameter, as_flags, load_search_space
-from modules.run.tune_report import write_report
+from modules.run.tune_report import ValidationMetrics, write_report
 
 
 def _optuna():
@@ -121,9 +121,10 @@ def run(argv: list[str] | None = None) -> Any:
         values = {p.key: p.suggest(trial) for p in space}
         folder = _folder_flags(settings["logger"], output_dir, trial.number)
         callbacks = [pruning_callback(trial, monitor)] if args.pruning == "true" else []
+        metrics = ValidationMetrics(monitor)
         started = time.perf_counter()
         try:
-            score, run_dir = _fit([*base, *as_flags(values), *folder], callbacks)
+            score, run_dir = _fit([*base, *as_flags(values), *folder], [*callbacks, metrics])
         except optuna.TrialPruned:
             trial.set_user_attr("seconds", time.perf_counter() - started)
             raise
@@ -134,6 +135,7 @@ def run(argv: list[str] | None = None) -> Any:
             raise
         trial.set_user_attr("seconds", time.perf_counter() - started)
         trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("metrics", metrics.at(score))
         return score
 
     with _Claim(url) as claim:

@@ -1,11 +1,39 @@
-"""The end of a study: the table of its trials (printed and `trials.csv`) and the best trial's config (`best.yaml`)."""
+"""The end of a study: the table of its trials (printed and `trials.csv`) and the best trial's config (`best.yaml`).
+
+The table shows, beside the objective, every other `val_*` metric of each trial's best validation (`val_acc` when
+the objective is `val_loss`), which a trial records with `ValidationMetrics`.
+"""
 
 import csv
 import shutil
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import Callback
+
 from modules.run.search_space import Parameter
+
+
+class ValidationMetrics(Callback):
+    """Each validation's `val_*` metrics, so the trial can record them at its best value of the monitored one."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.validations: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        self.validations.append({k: float(v) for k, v in metrics.items() if k.startswith("val_") and v.numel() == 1})
+
+    def at(self, score: float) -> dict[str, float]:
+        """The validation whose monitored value is `score` (the best checkpoint's), without the monitor itself."""
+        found = [v for v in self.validations if self.monitor in v]
+        if not found:
+            return {}
+        best = min(found, key=lambda v: abs(v[self.monitor] - score))
+        return {k: v for k, v in sorted(best.items()) if k != self.monitor}
 
 
 def write_report(study: Any, space: list[Parameter], output_dir: Path) -> None:
@@ -14,6 +42,7 @@ def write_report(study: Any, space: list[Parameter], output_dir: Path) -> None:
 
     trials = study.get_trials(deepcopy=False)
     rows = []
+    metric_names = sorted({name for trial in trials for name in trial.user_attrs.get("metrics", {})})
     for trial in trials:
         end = trial.datetime_complete
         seconds = trial.user_attrs.get("seconds") or (
@@ -24,6 +53,7 @@ def write_report(study: Any, space: list[Parameter], output_dir: Path) -> None:
                 "number": trial.number,
                 "state": trial.state.name + (" (baseline)" if trial.user_attrs.get("baseline") else ""),
                 "value": trial.value,
+                **{name: trial.user_attrs.get("metrics", {}).get(name) for name in metric_names},
                 **{p.key: trial.params.get(p.key) for p in space},
                 "seconds": round(seconds, 1) if seconds is not None else None,
                 "error": trial.user_attrs.get("error", ""),

@@ -84,7 +84,11 @@ def test_failed_trial_is_recorded_and_best_yaml_reproduces_the_best(tmp_path, ti
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert complete and all(t.params["data.batch_size"] == 16 for t in complete)
     best = min(complete, key=lambda t: t.value)
-    assert (tmp_path / "tune" / "trials.csv").read_text().count("\n") == 5  # header + 4 trials
+    table = (tmp_path / "tune" / "trials.csv").read_text()
+    assert table.count("\n") == 5  # header + 4 trials
+    # Beside the objective (val_loss), the table shows the other metrics of each trial's best validation.
+    assert "val_acc" in table.splitlines()[0]
+    assert all(0 <= t.user_attrs["metrics"]["val_acc"] <= 1 for t in complete)
     # The best trial's config, run again, gives its metric.
     again = cli_main(["fit", "--config", str(tmp_path / "tune" / "best.yaml")])
     assert float(again.trainer.checkpoint_callback.best_model_score) == pytest.approx(best.value, abs=1e-6)
