@@ -24,7 +24,13 @@ from modules.outputs.report import TestReport
 from modules.outputs.run_files import SaveRunConfig, write_metrics
 from modules.run import AtomicCheckpointIO, RNGState
 from modules.run.interrupts import stop_gracefully
-from modules.run.paths import checkpoint_search_root, find_checkpoint, load_checkpoint, run_version
+from modules.run.paths import (
+    checkpoint_search_root,
+    checkpoint_settings,
+    find_checkpoint,
+    load_checkpoint,
+    run_version,
+)
 from modules.run.progress import default_progress_bar
 
 
@@ -75,7 +81,10 @@ class HFLightningCLI(LightningCLI):
         return None
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand is None or self._run_version is None:
+        if self.subcommand is None:
+            return
+        self._settings_from_checkpoint()
+        if self._run_version is None:
             return
         # TensorBoard appends safely: a later command on a run's checkpoint logs into that run's folder. (CSVLogger
         # would overwrite the run's metrics.csv, so it keeps its own new version.)
@@ -83,6 +92,21 @@ class HFLightningCLI(LightningCLI):
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             if str(getattr(logger, "class_path", "")).endswith("TensorBoardLogger"):
                 logger.init_args.version = self._run_version
+
+    def _settings_from_checkpoint(self) -> None:
+        """`--ckpt_path` with no dataset given (only `--data.predict_file`): the model, tokenizer and labels are the
+        checkpoint's, so `predict --ckpt_path X --data.predict_file new.csv` needs no other flag."""
+        config = self.config[self.subcommand]
+        if not config.get("ckpt_path") or config.data.dataset is not None or config.data.data_files is not None:
+            return
+        settings = checkpoint_settings(config.ckpt_path)
+        for key in ("model_name_or_path", "problem_type", "label_names"):
+            if settings[key] is not None:
+                config.model[key] = settings[key]
+        config.data.model_name_or_path = config.model.model_name_or_path
+        for key in ("tokenizer_name_or_path", "max_length"):
+            if settings[key] is not None:
+                config.data[key] = settings[key]
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})

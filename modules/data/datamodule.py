@@ -127,8 +127,11 @@ class HFDataModule(LightningDataModule):
         self.label_counts: list[float] | None = None
         self.datasets: dict[str, Dataset] = {}
         self.predict_raw: Dataset | None = None
-        if self.dataset is None and self.data_files is None:
-            raise HFLightningError("no data: pass --data.dataset (a Hub name or local folder) or --data.data_files.")
+        if self.dataset is None and self.data_files is None and self.predict_file is None:
+            raise HFLightningError(
+                "no data: pass --data.dataset (a Hub name or local folder) or --data.data_files (or, for predict "
+                "with --ckpt_path, only --data.predict_file)."
+            )
         if num_workers > 0:
             # Rust tokenizers' thread pool and forked workers can deadlock (transformers#5486).
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -181,7 +184,7 @@ class HFDataModule(LightningDataModule):
         for name, split in splits.items():
             labeled = name != "predict"
             if not labeled:
-                split = predict_raw = preprocess.fill_missing_text(split, text_columns)
+                split = predict_raw = preprocess.drop_blank_inputs(split, text_columns, self.drop_invalid_rows)
             elif label_spec is None:
                 raise HFLightningError(f"the {name} split has labels but no train split to learn label names from.")
             else:

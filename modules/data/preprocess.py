@@ -14,13 +14,20 @@ from modules.errors import HFLightningError
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def fill_missing_text(split: Dataset, text_columns: list[str]) -> Dataset:
-    """Prediction keeps every row (one output per input): a missing text is predicted as an empty string."""
-
-    def fill(batch: dict) -> dict:
-        return {c: ["" if t is None else t for t in batch[c]] for c in text_columns}
-
-    return split.map(fill, batched=True, desc="Filling empty texts")
+def drop_blank_inputs(split: Dataset, text_columns: list[str], drop_invalid_rows: bool) -> Dataset:
+    """Prediction inputs without text (a blank line, an empty cell) are skipped with a count, not predicted as ""."""
+    texts = [split[c][:] for c in text_columns]
+    blank = [i for i, row in enumerate(zip(*texts)) if any(t is None or not str(t).strip() for t in row)]
+    if not blank:
+        return split
+    if not drop_invalid_rows:
+        raise HFLightningError(
+            f"row {blank[0]} of the predict input has an empty text ({len(blank)} such rows; rows count from 0, "
+            "after the header). Fix the file, or set --data.drop_invalid_rows true to skip them."
+        )
+    print(f"Skipped {len(blank)} of {len(split)} predict inputs with an empty text.")
+    blank_rows = set(blank)
+    return split.select([i for i in range(len(split)) if i not in blank_rows])
 
 
 def raw_labels(split: Dataset, label_column: str | list[str]) -> list:

@@ -163,7 +163,9 @@ def load_splits(
     text_column: str,
 ) -> DatasetDict:
     """Every split the source has, under this project's split names, plus `predict` (a file, or a named split)."""
-    if dataset is None or data_files is not None:
+    if dataset is None and data_files is None:
+        raw = DatasetDict()  # predict on a file with --ckpt_path alone: the checkpoint holds the labels
+    elif dataset is None or data_files is not None:
         expanded = expand_folders(data_files) if data_files is not None else None
         raw = load_files(dataset, expanded, dataset_config)
     else:
