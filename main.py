@@ -4,6 +4,8 @@ python main.py fit --config configs/bert.yaml
 python main.py test --config configs/bert.yaml --ckpt_path best
 """
 
+import difflib
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,16 +35,45 @@ from modules.run.paths import (
 )
 from modules.run.progress import default_progress_bar
 
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
 
 class ArgumentParser(LightningArgumentParser):
     """LightningCLI's parser; a bad flag or value prints the error and where to find the options, not the usage."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # `--model.learning_rat 0.01` must not silently set learning_rate: a shortened flag is an unknown flag.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)
-        prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
-        sys.stderr.write(f"error: {message}\n(`{prog} --help` lists the options)\n")
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        hint = _did_you_mean(message, parser)
+        first, *rest = message.splitlines() or [""]
+        details = "".join(f"{line}\n" for line in rest)
+        sys.stderr.write(f"error: {first}{hint}\n{details}(`{prog} --help` lists the options)\n")
         sys.exit(2)
+
+
+def _did_you_mean(message: str, parser: LightningArgumentParser) -> str:
+    """` (did you mean --model.learning_rate?)` for the first unknown flag or key in `message` close to a known one."""
+    unknown = (
+        re.findall(r"--([\w.]+)", message.split("unrecognized arguments:", 1)[-1]) if "unrecognized" in message else []
+    )
+    unknown += re.findall(r"""(?:[Kk]ey|option) ['"]([\w.]+)['"]""", message)
+    if not unknown:
+        return ""
+    try:
+        keys = parser.get_defaults().keys()
+    except Exception:  # defaults that cannot be computed: no suggestion, the error itself still prints
+        return ""
+    # The root parser's keys carry the subcommand (`fit.model.learning_rate`); flags and config keys do not.
+    known = {key.split(".", 1)[1] if key.split(".", 1)[0] in SUBCOMMANDS else key for key in keys}
+    match = difflib.get_close_matches(unknown[0], sorted(known), n=1, cutoff=0.75)
+    return f" (did you mean --{match[0]}?)" if match else ""
 
 
 class HFLightningCLI(LightningCLI):

@@ -134,7 +134,9 @@ def test_unknown_config_key_and_wrong_type_fail_at_parse(tmp_path, tiny_model, r
     typo.write_text("model:\n  learnig_rate: 1.0e-3\n")
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", str(base), "--config", str(typo)])
-    assert exit_info.value.code == 2 and "learnig_rate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "learnig_rate" in err
+    assert "did you mean --model.learning_rate?" in err.splitlines()[0] and len(err.splitlines()) == 2
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", str(base), "--data.batch_size", "many"])
     assert exit_info.value.code == 2 and "batch_size" in capsys.readouterr().err
@@ -244,3 +246,14 @@ def test_unknown_file_extension(tmp_path, tiny_model):
     (tmp_path / "train.xlsx").write_text("x")
     with pytest.raises(HFLightningError, match=r"cannot tell the format of data files with extensions \['.xlsx'\]"):
         _fit(tmp_path, tiny_model, "--data.data_files", str(tmp_path / "train.xlsx"))
+
+
+@pytest.mark.parametrize("flag", ["--model.learnin_rate", "--model.learning_rat"])
+def test_unknown_or_shortened_flag_suggests_the_key(tmp_path, tiny_model, reviews_dir, capsys, flag):
+    # A shortened flag is refused, not silently taken as --model.learning_rate.
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(base), flag, "0.01"])
+    err = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and len(err) == 2
+    assert err[0] == f"error: unrecognized arguments: {flag} 0.01 (did you mean --model.learning_rate?)"
