@@ -205,6 +205,7 @@ class HFDataModule(LightningDataModule):
                 datasets[name], name, model_config, self.tokenizer_name_or_path, self.model_name_or_path
             )
             if name == "train":
+                preprocess.check_unknown_tokens(datasets[name], split[self.text_column][:], tokenizer)
                 label_counts = preprocess.label_counts(datasets[name]["labels"][:], label_spec)
         return {
             "tokenizer": tokenizer,

@@ -3,6 +3,7 @@ limit to what the model accepts, tokenize, and check the token ids fit the model
 
 from collections import Counter
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
@@ -140,6 +141,28 @@ def tokenize(
         num_proc=num_proc,
         desc=f"Tokenizing {name}",
     )
+
+
+def check_unknown_tokens(
+    encoded: Dataset, texts: list[str], tokenizer: PreTrainedTokenizerBase, threshold: float = 0.05
+) -> float:
+    """Warn when more than `threshold` of the training tokens are the tokenizer's unknown token: the model then sees
+    mostly `[UNK]` and stays at chance, with nothing else saying why. Returns the rate."""
+    unk = tokenizer.unk_token_id
+    if unk is None or len(encoded) == 0:
+        return 0.0
+    ids = pc.list_flatten(encoded.with_format("arrow")["input_ids"])
+    special = [i for i in tokenizer.all_special_ids if i != unk]
+    total = len(ids) - (pc.sum(pc.is_in(ids, value_set=pa.array(special, ids.type))).as_py() or 0 if special else 0)
+    rate = (pc.sum(pc.equal(ids, unk)).as_py() or 0) / max(total, 1)
+    if rate > threshold:
+        row = next(i for i, row_ids in enumerate(encoded["input_ids"]) if unk in row_ids)
+        rank_zero_warn(
+            f"{rate:.0%} of the training tokens are unknown to the tokenizer ({tokenizer.unk_token}), e.g. in "
+            f"{texts[row][:80]!r} -> {tokenizer.decode(encoded[row]['input_ids'], skip_special_tokens=False)[:80]!r}. "
+            "The model cannot learn from those words: use a tokenizer (model) made for this language and text."
+        )
+    return rate
 
 
 def label_counts(labels: list, spec: LabelSpec) -> list[float]:
