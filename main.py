@@ -4,6 +4,7 @@ python main.py fit --config configs/bert.yaml
 python main.py test --config configs/bert.yaml --ckpt_path best
 """
 
+import argparse
 import difflib
 import re
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -36,6 +38,17 @@ from modules.run.paths import (
 from modules.run.progress import default_progress_bar
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+DESCRIPTION = """Fine-tune a Hugging Face transformer for text classification, then test, predict and export it.
+
+examples:
+  python main.py fit --config configs/demo.yaml                      # train (make demo builds its data)
+  python main.py test --config configs/demo.yaml --ckpt_path best    # the best checkpoint of that config's last fit
+  python main.py predict --ckpt_path logs/demo/version_0/checkpoints/last.ckpt --data.predict_file new.csv
+`python main.py fit --help` lists every option of a command; --ckpt_path takes a file, `best` or `last`."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's lines (the examples) kept as written."""
 
 
 class ArgumentParser(LightningArgumentParser):
@@ -195,7 +208,7 @@ def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = N
         save_config_callback=SaveRunConfig,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"callbacks": [RNGState(), *(callbacks or [])]},
-        parser_kwargs={"default_env": True},
+        parser_kwargs={"default_env": True, "description": DESCRIPTION, "formatter_class": HelpFormatter},
         parser_class=ArgumentParser,
         auto_configure_optimizers=False,
         args=args,
