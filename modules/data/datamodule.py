@@ -127,6 +127,7 @@ class HFDataModule(LightningDataModule):
         self.label_counts: list[float] | None = None
         self.datasets: dict[str, Dataset] = {}
         self.predict_raw: Dataset | None = None
+        self.example_text: str | None = None  # a validation text, the usage example of the model card
         if self.dataset is None and self.data_files is None and self.predict_file is None:
             raise HFLightningError(
                 "no data: pass --data.dataset (a Hub name or local folder) or --data.data_files (or, for predict "
@@ -148,6 +149,7 @@ class HFDataModule(LightningDataModule):
         self.label_counts = built["label_counts"]
         self.datasets = built["datasets"]
         self.predict_raw = built["predict_raw"]
+        self.example_text = built["example_text"]
 
     def check_sources(self) -> None:
         """Raise a clear error, before any download or tokenization, for names and files that cannot be loaded."""
@@ -213,6 +215,10 @@ class HFDataModule(LightningDataModule):
             "label_counts": label_counts,
             "datasets": datasets,
             "predict_raw": predict_raw,
+            "example_text": next(
+                (splits[s][self.text_column][0] for s in ("validation", "train") if s in splits and len(splits[s])),
+                None,
+            ),
         }
 
     def _check_columns(self, split: Dataset, name: str) -> None:

@@ -1,6 +1,7 @@
 """After fit: best/last checkpoints in later commands, prediction files, Hugging Face export and model card."""
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -69,13 +70,20 @@ def test_predict_from_the_checkpoint_alone_keeps_input_columns(tmp_path, fitted,
         cli_main(args + ["--data.drop_invalid_rows", "false", "--trainer.logger", "false"])
 
 
-def test_export_loads_in_pipeline_with_names_and_same_probabilities(tmp_path, fitted):
+def test_export_loads_in_pipeline_with_names_and_same_probabilities(tmp_path, fitted, reviews_dir):
     export = run_dir(tmp_path) / "hf_model"
     config = json.loads((export / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"} and config["problem_type"] == "single_label_classification"
     assert (export / "model.safetensors").is_file() and (export / "tokenizer.json").is_file()
     card = (export / "README.md").read_text()
     assert "## Metrics" in card and "val_acc" in card and "from transformers import pipeline" in card
+    assert f"- Data: `{reviews_dir}`" in card
+    # The usage example is the data's own first validation text, not a stock sentence.
+    validation = pd.read_parquet(reviews_dir / "data" / "validation-00000-of-00001.parquet")
+    assert f"classifier({validation['text'][0]!r})" in card
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in export.iterdir()} == {0o666 & ~umask}  # shared as the user's files
 
     texts = ["a wonderful and charming film", "dull boring script", "the cast was superb but the ending bland"]
     classifier = pipeline("text-classification", model=str(export), top_k=None)
