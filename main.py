@@ -36,6 +36,7 @@ from modules.run.paths import (
     run_version,
 )
 from modules.run.progress import default_progress_bar
+from modules.run.quiet import quiet_library_noise
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DESCRIPTION = """Fine-tune a Hugging Face transformer for text classification, then test, predict and export it.
@@ -202,6 +203,7 @@ class HFLightningCLI(LightningCLI):
 def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = None) -> HFLightningCLI:
     """Run the CLI; `args` lets tests and the tuner drive it in-process (None reads `sys.argv`). `callbacks` are
     added to the Trainer's without entering the saved config (the tuner's pruning callback)."""
+    quiet_library_noise()
     return HFLightningCLI(
         TransformerModule,
         HFDataModule,
