@@ -4,11 +4,15 @@ python main.py fit --config configs/bert.yaml
 python main.py test --config configs/bert.yaml --ckpt_path best
 """
 
+import argparse
+import difflib
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -24,19 +28,66 @@ from modules.outputs.report import TestReport
 from modules.outputs.run_files import SaveRunConfig, write_metrics
 from modules.run import AtomicCheckpointIO, RNGState
 from modules.run.interrupts import stop_gracefully
-from modules.run.paths import checkpoint_search_root, find_checkpoint, load_checkpoint, run_version
+from modules.run.paths import (
+    checkpoint_search_root,
+    checkpoint_settings,
+    find_checkpoint,
+    load_checkpoint,
+    run_version,
+)
 from modules.run.progress import default_progress_bar
+from modules.run.quiet import quiet_library_noise
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+DESCRIPTION = """Fine-tune a Hugging Face transformer for text classification, then test, predict and export it.
+
+examples:
+  python main.py fit --config configs/demo.yaml                      # train (make demo builds its data)
+  python main.py test --config configs/demo.yaml --ckpt_path best    # the best checkpoint of that config's last fit
+  python main.py predict --ckpt_path logs/demo/version_0/checkpoints/last.ckpt --data.predict_file new.csv
+`python main.py fit --help` lists every option of a command; --ckpt_path takes a file, `best` or `last`."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's lines (the examples) kept as written."""
 
 
 class ArgumentParser(LightningArgumentParser):
     """LightningCLI's parser; a bad flag or value prints the error and where to find the options, not the usage."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # `--model.learning_rat 0.01` must not silently set learning_rate: a shortened flag is an unknown flag.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)
-        prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
-        sys.stderr.write(f"error: {message}\n(`{prog} --help` lists the options)\n")
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        hint = _did_you_mean(message, parser)
+        first, *rest = message.splitlines() or [""]
+        details = "".join(f"{line}\n" for line in rest)
+        sys.stderr.write(f"error: {first}{hint}\n{details}(`{prog} --help` lists the options)\n")
         sys.exit(2)
+
+
+def _did_you_mean(message: str, parser: LightningArgumentParser) -> str:
+    """` (did you mean --model.learning_rate?)` for the first unknown flag or key in `message` close to a known one."""
+    unknown = (
+        re.findall(r"--([\w.]+)", message.split("unrecognized arguments:", 1)[-1]) if "unrecognized" in message else []
+    )
+    unknown += re.findall(r"""(?:[Kk]ey|option) ['"]([\w.]+)['"]""", message)
+    if not unknown:
+        return ""
+    try:
+        keys = parser.get_defaults().keys()
+    except Exception:  # defaults that cannot be computed: no suggestion, the error itself still prints
+        return ""
+    # The root parser's keys carry the subcommand (`fit.model.learning_rate`); flags and config keys do not.
+    known = {key.split(".", 1)[1] if key.split(".", 1)[0] in SUBCOMMANDS else key for key in keys}
+    match = difflib.get_close_matches(unknown[0], sorted(known), n=1, cutoff=0.75)
+    return f" (did you mean --{match[0]}?)" if match else ""
 
 
 class HFLightningCLI(LightningCLI):
@@ -75,7 +126,10 @@ class HFLightningCLI(LightningCLI):
         return None
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand is None or self._run_version is None:
+        if self.subcommand is None:
+            return
+        self._settings_from_checkpoint()
+        if self._run_version is None:
             return
         # TensorBoard appends safely: a later command on a run's checkpoint logs into that run's folder. (CSVLogger
         # would overwrite the run's metrics.csv, so it keeps its own new version.)
@@ -83,6 +137,21 @@ class HFLightningCLI(LightningCLI):
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             if str(getattr(logger, "class_path", "")).endswith("TensorBoardLogger"):
                 logger.init_args.version = self._run_version
+
+    def _settings_from_checkpoint(self) -> None:
+        """`--ckpt_path` with no dataset given (only `--data.predict_file`): the model, tokenizer and labels are the
+        checkpoint's, so `predict --ckpt_path X --data.predict_file new.csv` needs no other flag."""
+        config = self.config[self.subcommand]
+        if not config.get("ckpt_path") or config.data.dataset is not None or config.data.data_files is not None:
+            return
+        settings = checkpoint_settings(config.ckpt_path)
+        for key in ("model_name_or_path", "problem_type", "label_names"):
+            if settings[key] is not None:
+                config.model[key] = settings[key]
+        config.data.model_name_or_path = config.model.model_name_or_path
+        for key in ("tokenizer_name_or_path", "max_length"):
+            if settings[key] is not None:
+                config.data[key] = settings[key]
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
@@ -134,13 +203,14 @@ class HFLightningCLI(LightningCLI):
 def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = None) -> HFLightningCLI:
     """Run the CLI; `args` lets tests and the tuner drive it in-process (None reads `sys.argv`). `callbacks` are
     added to the Trainer's without entering the saved config (the tuner's pruning callback)."""
+    quiet_library_noise()
     return HFLightningCLI(
         TransformerModule,
         HFDataModule,
         save_config_callback=SaveRunConfig,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"callbacks": [RNGState(), *(callbacks or [])]},
-        parser_kwargs={"default_env": True},
+        parser_kwargs={"default_env": True, "description": DESCRIPTION, "formatter_class": HelpFormatter},
         parser_class=ArgumentParser,
         auto_configure_optimizers=False,
         args=args,

@@ -195,3 +195,13 @@ def test_documented_config_paths_exist(source, line):
         if Path(path).name in ("config.yaml", "best.yaml") and not path.startswith("configs/"):
             continue  # written by fit / tune
         assert (ROOT / path).is_file(), f"{source}: {path} does not exist"
+
+
+def test_help_opens_with_what_the_tool_does_and_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--help"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("Fine-tune a Hugging Face transformer for text classification")
+    examples = [line for line in lines[:12] if line.startswith("  python main.py ")]
+    assert [line.split()[2] for line in examples] == ["fit", "test", "predict"]

@@ -134,7 +134,9 @@ def test_unknown_config_key_and_wrong_type_fail_at_parse(tmp_path, tiny_model, r
     typo.write_text("model:\n  learnig_rate: 1.0e-3\n")
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", str(base), "--config", str(typo)])
-    assert exit_info.value.code == 2 and "learnig_rate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "learnig_rate" in err
+    assert "did you mean --model.learning_rate?" in err.splitlines()[0] and len(err.splitlines()) == 2
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", str(base), "--data.batch_size", "many"])
     assert exit_info.value.code == 2 and "batch_size" in capsys.readouterr().err
@@ -214,3 +216,44 @@ def test_nan_val_loss_never_becomes_the_best_checkpoint(tmp_path, tiny_model, re
     assert Path(callback.best_model_path).name == "epoch=0-step=25.ckpt"
     assert torch.isfinite(callback.best_model_score)
     assert torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_data_files_are_relative_to_the_working_directory(tmp_path, tiny_model, reviews_dir, csv_splits, monkeypatch):
+    # With a dataset folder in the config, data_files typed by the user are read from where they typed them.
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    relative = json.dumps({split: f"../{path.name}" for split, path in csv_splits.items()})
+    _fit(tmp_path, tiny_model, "--data.dataset", str(reviews_dir), "--data.data_files", relative)
+    assert (run_dir(tmp_path) / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.md"]])
+def test_dataset_folder_without_data_files_is_one_line(tmp_path, tiny_model, contents):
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    for name in contents:
+        (folder / name).write_text("notes")
+    with pytest.raises(HFLightningError, match=r"'.*mydata': the folder holds no data files .* --data.data_files"):
+        _fit(tmp_path, tiny_model, "--data.dataset", str(folder))
+
+
+def test_builder_that_does_not_read_the_files(tmp_path, tiny_model, csv_splits):
+    with pytest.raises(HFLightningError, match=r"--data.dataset json does not read files ending in \['.csv'\].*csv"):
+        _fit(tmp_path, tiny_model, "--data.dataset", "json", "--data.data_files", _files(csv_splits))
+
+
+def test_unknown_file_extension(tmp_path, tiny_model):
+    (tmp_path / "train.xlsx").write_text("x")
+    with pytest.raises(HFLightningError, match=r"cannot tell the format of data files with extensions \['.xlsx'\]"):
+        _fit(tmp_path, tiny_model, "--data.data_files", str(tmp_path / "train.xlsx"))
+
+
+@pytest.mark.parametrize("flag", ["--model.learnin_rate", "--model.learning_rat"])
+def test_unknown_or_shortened_flag_suggests_the_key(tmp_path, tiny_model, reviews_dir, capsys, flag):
+    # A shortened flag is refused, not silently taken as --model.learning_rate.
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(base), flag, "0.01"])
+    err = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and len(err) == 2
+    assert err[0] == f"error: unrecognized arguments: {flag} 0.01 (did you mean --model.learning_rate?)"

@@ -127,8 +127,12 @@ class HFDataModule(LightningDataModule):
         self.label_counts: list[float] | None = None
         self.datasets: dict[str, Dataset] = {}
         self.predict_raw: Dataset | None = None
-        if self.dataset is None and self.data_files is None:
-            raise HFLightningError("no data: pass --data.dataset (a Hub name or local folder) or --data.data_files.")
+        self.example_text: str | None = None  # a validation text, the usage example of the model card
+        if self.dataset is None and self.data_files is None and self.predict_file is None:
+            raise HFLightningError(
+                "no data: pass --data.dataset (a Hub name or local folder) or --data.data_files (or, for predict "
+                "with --ckpt_path, only --data.predict_file)."
+            )
         if num_workers > 0:
             # Rust tokenizers' thread pool and forked workers can deadlock (transformers#5486).
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -145,6 +149,7 @@ class HFDataModule(LightningDataModule):
         self.label_counts = built["label_counts"]
         self.datasets = built["datasets"]
         self.predict_raw = built["predict_raw"]
+        self.example_text = built["example_text"]
 
     def check_sources(self) -> None:
         """Raise a clear error, before any download or tokenization, for names and files that cannot be loaded."""
@@ -181,7 +186,7 @@ class HFDataModule(LightningDataModule):
         for name, split in splits.items():
             labeled = name != "predict"
             if not labeled:
-                split = predict_raw = preprocess.fill_missing_text(split, text_columns)
+                split = predict_raw = preprocess.drop_blank_inputs(split, text_columns, self.drop_invalid_rows)
             elif label_spec is None:
                 raise HFLightningError(f"the {name} split has labels but no train split to learn label names from.")
             else:
@@ -202,6 +207,7 @@ class HFDataModule(LightningDataModule):
                 datasets[name], name, model_config, self.tokenizer_name_or_path, self.model_name_or_path
             )
             if name == "train":
+                preprocess.check_unknown_tokens(datasets[name], split[self.text_column][:], tokenizer)
                 label_counts = preprocess.label_counts(datasets[name]["labels"][:], label_spec)
         return {
             "tokenizer": tokenizer,
@@ -209,6 +215,10 @@ class HFDataModule(LightningDataModule):
             "label_counts": label_counts,
             "datasets": datasets,
             "predict_raw": predict_raw,
+            "example_text": next(
+                (splits[s][self.text_column][0] for s in ("validation", "train") if s in splits and len(splits[s])),
+                None,
+            ),
         }
 
     def _check_columns(self, split: Dataset, name: str) -> None:

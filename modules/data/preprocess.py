@@ -3,6 +3,7 @@ limit to what the model accepts, tokenize, and check the token ids fit the model
 
 from collections import Counter
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
@@ -14,13 +15,20 @@ from modules.errors import HFLightningError
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def fill_missing_text(split: Dataset, text_columns: list[str]) -> Dataset:
-    """Prediction keeps every row (one output per input): a missing text is predicted as an empty string."""
-
-    def fill(batch: dict) -> dict:
-        return {c: ["" if t is None else t for t in batch[c]] for c in text_columns}
-
-    return split.map(fill, batched=True, desc="Filling empty texts")
+def drop_blank_inputs(split: Dataset, text_columns: list[str], drop_invalid_rows: bool) -> Dataset:
+    """Prediction inputs without text (a blank line, an empty cell) are skipped with a count, not predicted as ""."""
+    texts = [split[c][:] for c in text_columns]
+    blank = [i for i, row in enumerate(zip(*texts)) if any(t is None or not str(t).strip() for t in row)]
+    if not blank:
+        return split
+    if not drop_invalid_rows:
+        raise HFLightningError(
+            f"row {blank[0]} of the predict input has an empty text ({len(blank)} such rows; rows count from 0, "
+            "after the header). Fix the file, or set --data.drop_invalid_rows true to skip them."
+        )
+    print(f"Skipped {len(blank)} of {len(split)} predict inputs with an empty text.")
+    blank_rows = set(blank)
+    return split.select([i for i in range(len(split)) if i not in blank_rows])
 
 
 def raw_labels(split: Dataset, label_column: str | list[str]) -> list:
@@ -133,6 +141,28 @@ def tokenize(
         num_proc=num_proc,
         desc=f"Tokenizing {name}",
     )
+
+
+def check_unknown_tokens(
+    encoded: Dataset, texts: list[str], tokenizer: PreTrainedTokenizerBase, threshold: float = 0.05
+) -> float:
+    """Warn when more than `threshold` of the training tokens are the tokenizer's unknown token: the model then sees
+    mostly `[UNK]` and stays at chance, with nothing else saying why. Returns the rate."""
+    unk = tokenizer.unk_token_id
+    if unk is None or len(encoded) == 0:
+        return 0.0
+    ids = pc.list_flatten(encoded.with_format("arrow")["input_ids"])
+    special = [i for i in tokenizer.all_special_ids if i != unk]
+    total = len(ids) - (pc.sum(pc.is_in(ids, value_set=pa.array(special, ids.type))).as_py() or 0 if special else 0)
+    rate = (pc.sum(pc.equal(ids, unk)).as_py() or 0) / max(total, 1)
+    if rate > threshold:
+        row = next(i for i, row_ids in enumerate(encoded["input_ids"]) if unk in row_ids)
+        rank_zero_warn(
+            f"{rate:.0%} of the training tokens are unknown to the tokenizer ({tokenizer.unk_token}), e.g. in "
+            f"{texts[row][:80]!r} -> {tokenizer.decode(encoded[row]['input_ids'], skip_special_tokens=False)[:80]!r}. "
+            "The model cannot learn from those words: use a tokenizer (model) made for this language and text."
+        )
+    return rate
 
 
 def label_counts(labels: list, spec: LabelSpec) -> list[float]:

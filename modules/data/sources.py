@@ -71,7 +71,13 @@ def check_dataset_source(dataset: str, flag: str = "--data.dataset") -> None:
     """Raise one clear error when `dataset` is a Hub name that cannot be reached, or a local path that is missing."""
     if dataset in PACKAGED_BUILDERS:
         return
-    if Path(dataset).expanduser().exists():
+    folder = Path(dataset).expanduser()
+    if folder.is_dir() and not _holds_data(folder):
+        raise HFLightningError(
+            f"{flag} {dataset!r}: the folder holds no data files ({', '.join(sorted(BUILDERS))}, .arrow). Put them "
+            f"there (e.g. {dataset}/train.csv), or pass them with --data.data_files '{{train: train.csv}}'."
+        )
+    if folder.exists():
         return
     if _looks_like_path(dataset):
         raise HFLightningError(
@@ -86,6 +92,12 @@ def check_dataset_source(dataset: str, flag: str = "--data.dataset") -> None:
             f"Pass a local copy instead: `{flag} /path/to/folder` (a folder in Hub layout, e.g. data/train-*.parquet) "
             f"or `{flag} csv --data.data_files '{{train: train.csv, validation: dev.csv}}'`."
         )
+
+
+def _holds_data(folder: Path) -> bool:
+    # What `load_dataset(folder)` reads: data files (any depth), a saved dataset, or a loading script.
+    suffixes = {*BUILDERS, ".arrow", ".py"}
+    return any(p.suffix.lower() in suffixes or p.name == "dataset_dict.json" for p in folder.rglob("*") if p.is_file())
 
 
 def _looks_like_path(name: str) -> bool:
@@ -123,10 +135,19 @@ def file_list(data_files: object) -> list[str]:
 def expand_folders(data_files: object) -> object:
     """The same `data_files` value with each folder replaced by the data files inside it."""
     if isinstance(data_files, str):
+        if "://" in data_files:
+            return data_files
         path = Path(data_files).expanduser()
         if path.is_dir():
-            return sorted(str(p) for p in path.iterdir() if p.suffix in BUILDERS)
-        return data_files
+            found = sorted(str(p.resolve()) for p in path.iterdir() if p.suffix.lower() in BUILDERS)
+            if not found:
+                raise HFLightningError(
+                    f"--data.data_files {data_files!r}: the folder holds no data files ({', '.join(sorted(BUILDERS))})."
+                    " Put them there, or name the files themselves."
+                )
+            return found
+        # Relative to the folder the command runs from (where the user typed it), not to --data.dataset's folder.
+        return os.path.abspath(path)
     if isinstance(data_files, dict):
         return {k: expand_folders(v) for k, v in data_files.items()}
     return [f for v in data_files for f in _as_list(expand_folders(v))]
@@ -136,6 +157,12 @@ def load_files(builder: str | None, data_files: object, config: str | None = Non
     """Load data files with `builder`, or the builder their extension names (`.tsv` read tab-separated)."""
     files = file_list(data_files)
     suffixes = {Path(f).suffix.lower() for f in files}
+    if builder in PACKAGED_BUILDERS and {BUILDERS.get(s) for s in suffixes} - {builder, None}:
+        raise HFLightningError(
+            f"--data.dataset {builder} does not read files ending in {sorted(suffixes)}: set --data.dataset to "
+            f"{' or '.join(sorted({BUILDERS[s] for s in suffixes if s in BUILDERS}))}, or leave it unset to follow "
+            "the file extension."
+        )
     builder = builder or _builder_for(suffixes)
     kwargs = {}
     if builder == "csv" and suffixes == {".tsv"}:
@@ -163,9 +190,13 @@ def load_splits(
     text_column: str,
 ) -> DatasetDict:
     """Every split the source has, under this project's split names, plus `predict` (a file, or a named split)."""
-    if dataset is None or data_files is not None:
+    if dataset is None and data_files is None:
+        raw = DatasetDict()  # predict on a file with --ckpt_path alone: the checkpoint holds the labels
+    elif dataset is None or data_files is not None:
         expanded = expand_folders(data_files) if data_files is not None else None
-        raw = load_files(dataset, expanded, dataset_config)
+        # A local folder with data_files named on their own: the files decide the format, not the folder.
+        builder = None if dataset is not None and Path(dataset).expanduser().is_dir() else dataset
+        raw = load_files(builder, expanded, dataset_config)
     else:
         try:
             raw = load_dataset(dataset, dataset_config)

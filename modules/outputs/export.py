@@ -8,6 +8,7 @@ After the fact: `python -m modules.outputs.export CHECKPOINT OUTPUT_DIR`. The fo
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -40,6 +41,12 @@ def export_checkpoint(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.save_pretrained(output_dir)
+    # Some writers create files 0600 (temporary file, then rename); the export is for sharing: the user's umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in output_dir.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
     return output_dir
 
 
@@ -76,7 +83,9 @@ class HFExport(Callback):
             trainable, total = getattr(pl_module, "parameter_counts", None) or parameter_counts(pl_module)
             summary = {
                 "base_model": pl_module.hparams.model_name_or_path,
-                "dataset": datamodule.dataset or datamodule.data_files,
+                "dataset": datamodule.dataset,
+                "data_files": datamodule.data_files,
+                "example_text": datamodule.example_text,
                 "best_checkpoint": checkpoint,
                 "monitor": callback.monitor if callback else None,
                 "best_score": float(callback.best_model_score)

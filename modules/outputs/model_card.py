@@ -20,7 +20,7 @@ def write_model_card(output_dir: Path, run_dir: Path) -> None:
         f"# Fine-tuned {summary.get('base_model', hf_config.get('_name_or_path', 'model'))}",
         "",
         f"- Base model: `{summary.get('base_model')}`",
-        f"- Dataset: `{summary.get('dataset')}`",
+        f"- Data: {_data(summary)}",
         f"- Task: {hf_config.get('problem_type')}, labels: {list(hf_config.get('id2label', {}).values())}",
         f"- Best checkpoint: `{summary.get('best_checkpoint')}`",
         f"- Selected by: {summary.get('monitor')} = {summary.get('best_score')}",
@@ -45,7 +45,7 @@ def write_model_card(output_dir: Path, run_dir: Path) -> None:
         "```python",
         "from transformers import pipeline",
         f'classifier = pipeline("text-classification", model="{output_dir}")',
-        'classifier("a gripping, beautifully acted film")',
+        f"classifier({summary.get('example_text') or 'a gripping, beautifully acted film'!r})",
         "```",
         "",
         "## Training config (hf-lightning)",
@@ -56,6 +56,16 @@ def write_model_card(output_dir: Path, run_dir: Path) -> None:
         "",
     ]
     (output_dir / "README.md").write_text("\n".join(lines))
+
+
+def _data(summary: dict) -> str:
+    """The dataset and, for local files, which files: `csv` alone does not say what the model learned from."""
+    dataset, data_files = summary.get("dataset"), summary.get("data_files")
+    if data_files is None:
+        return f"`{dataset}`"
+    files = data_files if isinstance(data_files, dict) else {"train": data_files}
+    listed = ", ".join(f"{split}: `{path}`" for split, path in files.items())
+    return f"`{dataset}` files ({listed})" if dataset else f"files ({listed})"
 
 
 def _read_json(path: Path) -> dict:

@@ -60,7 +60,7 @@ class PredictionWriter(BasePredictionWriter):
 
     @staticmethod
     def _rows(datamodule, hparams, raw, values: torch.Tensor) -> list[dict]:
-        columns = [c for c in (datamodule.text_column, datamodule.text_pair_column) if c]
+        columns = list(raw.column_names)  # the input's own columns (an `id`, say) come back with each prediction
         texts = {c: raw[c][:] for c in columns}
         names, task = list(hparams.label_names), TASKS[hparams.problem_type]
         rows = []

@@ -29,7 +29,7 @@ class SaveRunConfig(SaveConfigCallback):
         if trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / self.config_filename
-            self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+            self.parser.save(self.config, path, skip_unset=False, overwrite=self.overwrite, multifile=self.multifile)
             for logger in trainer.loggers:
                 if isinstance(logger, MLFlowLogger):
                     logger.experiment.log_artifact(logger.run_id, str(path))

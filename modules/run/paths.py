@@ -92,6 +92,20 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
         raise HFLightningError(f"checkpoint {path} is corrupt or not a checkpoint ({type(error).__name__}).") from None
 
 
+def checkpoint_settings(path: str | Path) -> dict:
+    """What a checkpoint knows of its run, so `predict` needs nothing else: the base model, tokenizer, length limit,
+    problem type and label names (memory-mapped: weights are not read)."""
+    state = load_checkpoint(path, mmap=True)
+    hparams, data = state.get("hyper_parameters", {}), state.get("HFDataModule", {})
+    return {
+        "model_name_or_path": hparams.get("model_name_or_path"),
+        "problem_type": hparams.get("problem_type"),
+        "label_names": hparams.get("label_names"),
+        "tokenizer_name_or_path": data.get("tokenizer_name_or_path"),
+        "max_length": data.get("max_length"),
+    }
+
+
 def run_version(checkpoint: Path) -> int | None:
     """N when `checkpoint` lies in `.../version_N/checkpoints/`, so later commands log into that run's folder."""
     match = re.fullmatch(r"version_(\d+)", checkpoint.parent.parent.name)

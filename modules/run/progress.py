@@ -19,10 +19,11 @@ def default_progress_bar(interactive: bool | None = None) -> ProgressBar:
 class LogProgress(ProgressBar):
     """Progress as plain lines for logs. During training, every `refresh_rate` batches and at each epoch's last:
 
-        epoch 1/3  step 40/75  batch 15/25  train_loss 0.4123  212.3 samples/s
+        epoch 1/3  step 40/75  batch 15/25  train_loss 0.4123  212.3 samples/s  ETA 0:35
 
     and after each validation: `epoch 1/3  val_loss 0.3012  val_acc 0.9100  val_f1 0.9088`. `samples/s` counts
-    every process and leaves validation out. Test and predict print a line every `refresh_rate` batches.
+    every process and leaves validation out; epochs count from 1; ETA is the rest of the fit at the mean
+    pace of its steps so far (validation included). Test and predict print a line every `refresh_rate` batches.
 
     Args:
         refresh_rate: Print a line every this many batches (0 prints only the epoch ends and validation results).
@@ -34,6 +35,8 @@ class LogProgress(ProgressBar):
         self._enabled = True
         self._window_start = 0.0
         self._window_samples = 0
+        self._fit_start = 0.0
+        self._first_step = 0
 
     # The Trainer switches progress bars off on other ranks and around tuning routines.
     def disable(self) -> None:
@@ -48,11 +51,23 @@ class LogProgress(ProgressBar):
 
     def _epoch(self, trainer: Trainer) -> str:
         total = trainer.max_epochs
-        return f"epoch {trainer.current_epoch}" + (f"/{total}" if total and total > 0 else "")
+        # 1-based, as people count: the last of 3 epochs is "epoch 3/3" (Lightning's `current_epoch` starts at 0).
+        return f"epoch {trainer.current_epoch + 1}" + (f"/{total}" if total and total > 0 else "")
 
     def _due(self, batch_idx: int, total: int | float) -> bool:
         count = batch_idx + 1
         return self._enabled and ((self.refresh_rate > 0 and count % self.refresh_rate == 0) or count == total)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._fit_start, self._first_step = time.perf_counter(), trainer.global_step
+
+    def _eta(self, trainer: Trainer, steps: float) -> str | None:
+        done = trainer.global_step - self._first_step
+        if done <= 0 or not math.isfinite(steps):
+            return None
+        seconds = int((time.perf_counter() - self._fit_start) / done * max(steps - trainer.global_step, 0))
+        hours, rest = divmod(seconds, 3600)
+        return f"ETA {hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"ETA {rest // 60}:{rest % 60:02d}"
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._window_start, self._window_samples = time.perf_counter(), 0
@@ -72,6 +87,9 @@ class LogProgress(ProgressBar):
         elapsed = time.perf_counter() - self._window_start
         if self._window_samples and elapsed > 0:
             parts.append(f"{self._window_samples / elapsed:.1f} samples/s")
+        eta = self._eta(trainer, steps)
+        if eta:
+            parts.append(eta)
         print("  ".join(parts), flush=True)
         self._window_start, self._window_samples = time.perf_counter(), 0
 

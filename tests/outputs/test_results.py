@@ -1,6 +1,7 @@
 """After fit: best/last checkpoints in later commands, prediction files, Hugging Face export and model card."""
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -9,6 +10,7 @@ from transformers import pipeline
 
 from helpers import read_metrics, run_dir, run_subprocess, write_base_config
 from main import cli_main
+from modules.errors import HFLightningError
 from modules.model import TransformerModule
 from modules.outputs.export import main as export_main
 
@@ -45,18 +47,43 @@ def test_predict_on_a_text_file_to_csv(tmp_path, fitted):
         + ["--predictions.output_path", str(output)]
     )
     frame = pd.read_csv(output, keep_default_na=False)
-    assert frame["text"].tolist() == ["a wonderful film", "the plot was dull and tedious", "", "brilliant acting"]
-    assert frame.loc[[0, 1, 3], "prediction"].tolist() == ["pos", "neg", "pos"]
+    # The blank line is skipped (with a count), not predicted as "".
+    assert frame["text"].tolist() == ["a wonderful film", "the plot was dull and tedious", "brilliant acting"]
+    assert frame["prediction"].tolist() == ["pos", "neg", "pos"]
     assert {"prob_neg", "prob_pos"} <= set(frame.columns)
 
 
-def test_export_loads_in_pipeline_with_names_and_same_probabilities(tmp_path, fitted):
+def test_predict_from_the_checkpoint_alone_keeps_input_columns(tmp_path, fitted, monkeypatch, capsys):
+    # No config and no dataset: model, tokenizer and labels come from the checkpoint; the file has only ids and text.
+    checkpoint = str(run_dir(tmp_path) / "checkpoints" / "last.ckpt")
+    inputs = tmp_path / "new.csv"
+    pd.DataFrame({"id": ["a", "b", "c"], "text": ["a wonderful film", " ", "the plot was dull and tedious"]}).to_csv(
+        inputs, index=False
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["predict", "--ckpt_path", checkpoint, "--data.predict_file", str(inputs), "--trainer.accelerator", "cpu"]
+    cli_main(args + ["--predictions.output_path", "out.csv", "--trainer.logger", "false"])
+    assert "Skipped 1 of 3 predict inputs with an empty text" in capsys.readouterr().out
+    frame = pd.read_csv(tmp_path / "out.csv")
+    assert frame["id"].tolist() == ["a", "c"] and frame["prediction"].tolist() == ["pos", "neg"]
+    with pytest.raises(HFLightningError, match="row 1 of the predict input has an empty text"):
+        cli_main(args + ["--data.drop_invalid_rows", "false", "--trainer.logger", "false"])
+
+
+def test_export_loads_in_pipeline_with_names_and_same_probabilities(tmp_path, fitted, reviews_dir):
     export = run_dir(tmp_path) / "hf_model"
     config = json.loads((export / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"} and config["problem_type"] == "single_label_classification"
     assert (export / "model.safetensors").is_file() and (export / "tokenizer.json").is_file()
     card = (export / "README.md").read_text()
     assert "## Metrics" in card and "val_acc" in card and "from transformers import pipeline" in card
+    assert f"- Data: `{reviews_dir}`" in card
+    # The usage example is the data's own first validation text, not a stock sentence.
+    validation = pd.read_parquet(reviews_dir / "data" / "validation-00000-of-00001.parquet")
+    assert f"classifier({validation['text'][0]!r})" in card
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in export.iterdir()} == {0o666 & ~umask}  # shared as the user's files
 
     texts = ["a wonderful and charming film", "dull boring script", "the cast was superb but the ending bland"]
     classifier = pipeline("text-classification", model=str(export), top_k=None)

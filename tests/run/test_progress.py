@@ -12,7 +12,9 @@ from modules.run.progress import LogProgress
 
 pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
 
-TRAIN_LINE = re.compile(r"^epoch (\d)/2  step (\d+)/20  batch 10/10  train_loss (\d\.\d{4})  (\d+\.\d) samples/s$")
+TRAIN_LINE = re.compile(
+    r"^epoch (\d)/2  step (\d+)/20  batch 10/10  train_loss (\d\.\d{4})  (\d+\.\d) samples/s  ETA (\d+:\d\d)$"
+)
 VAL_LINE = re.compile(r"^epoch (\d)/2  val_loss \d\.\d{4}  val_acc \d\.\d{4}  val_f1 \d\.\d{4}$")
 
 
@@ -23,9 +25,11 @@ def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, tiny_model
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     train = [m.groups() for m in map(TRAIN_LINE.match, lines) if m]
-    assert [(epoch, step) for epoch, step, *_ in train] == [("0", "10"), ("1", "20")]  # each epoch's last batch
-    assert all(0.1 < float(loss) < 2 for _, _, loss, _ in train)  # a cross-entropy of 2 classes, near ln 2 = 0.69
-    assert [m.group(1) for m in map(VAL_LINE.match, lines) if m] == ["0", "1"]  # sanity check not reported
+    # Each epoch's last batch, epochs counted from 1; the last line has nothing left to wait for.
+    assert [(epoch, step) for epoch, step, *_ in train] == [("1", "10"), ("2", "20")]
+    assert train[-1][-1] == "0:00"
+    assert all(0.1 < float(loss) < 2 for _, _, loss, _, _ in train)  # a cross-entropy of 2 classes, near ln 2 = 0.69
+    assert [m.group(1) for m in map(VAL_LINE.match, lines) if m] == ["1", "2"]  # sanity check not reported
     assert "Epoch 0" not in result.stdout + result.stderr  # neither TQDM's nor Rich's bar
     assert "\r" not in result.stdout and "━" not in result.stdout
 
