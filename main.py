@@ -33,6 +33,8 @@ from modules.run.paths import (
     checkpoint_settings,
     find_checkpoint,
     load_checkpoint,
+    name_unnamed_loggers,
+    run_name,
     run_version,
 )
 from modules.run.progress import default_progress_bar
@@ -103,9 +105,30 @@ class HFLightningCLI(LightningCLI):
         parser.add_lightning_class_args(HFExport, "export")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(TestReport, "report")
+        # `fit --print_config` gives a template that runs as is once data is filled in: a run folder under logs/
+        # (named after the config, see `run_name`) with the best-by-val_loss checkpoint and last.ckpt.
+        parser.set_defaults(
+            {
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "logs"},
+                },
+                "trainer.callbacks": [
+                    {
+                        "class_path": "modules.run.RunCheckpoint",
+                        "init_args": {"monitor": "val_loss", "mode": "min", "save_last": True},
+                    }
+                ],
+            }
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:  # a logger left at `lightning_logs` is named after the config or data: runs never collide
+            config = self.config[subcommand]
+            name = run_name(config.get("config") or [], config.data.dataset, config.data.data_files)
+            name_unnamed_loggers(config.trainer, name)
         self._run_version = self._resolve_ckpt_path()
 
     def _resolve_ckpt_path(self) -> int | None:

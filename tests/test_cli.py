@@ -33,6 +33,37 @@ def test_print_config_round_trip(tmp_path, tiny_model, reviews_dir, capsys):
     assert yaml.safe_load((run_dir(tmp_path) / "config.yaml").read_text())["model"]["learning_rate"] == 3e-3
 
 
+@pytest.mark.e2e
+def test_printed_template_runs_once_data_is_filled_in(tmp_path, tiny_model, reviews_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--print_config"])
+    template = yaml.safe_load(capsys.readouterr().out)
+    # Not null: a run folder and the best-by-val_loss and last checkpoints, as in the shipped recipes.
+    assert template["trainer"]["logger"]["class_path"].endswith("TensorBoardLogger")
+    assert template["trainer"]["callbacks"][0]["init_args"]["monitor"] == "val_loss"
+    template["model"]["model_name_or_path"] = str(tiny_model)
+    template["data"]["dataset"] = str(reviews_dir)
+    template["trainer"].update({"max_epochs": 1, "accelerator": "cpu", "devices": 1, "enable_progress_bar": False})
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(template))
+    cli_main(["fit", "--config", "my.yaml"])
+    # The run is named after its config (the template leaves the logger's name at its default).
+    checkpoints = tmp_path / "logs" / "my" / "version_0" / "checkpoints"
+    assert (checkpoints / "last.ckpt").is_file()
+    assert len(list(checkpoints.glob("epoch=0-*.ckpt"))) == 1
+
+
+def test_runs_of_different_data_get_different_names():
+    from modules.run.paths import run_name
+
+    assert run_name(["configs/own_data.yaml", "extra/cpu.yaml"], None, None) == "cpu"
+    assert run_name([], "demo_data/reviews/", None) == "reviews"
+    assert run_name([], None, {"train": "mydata/train.csv", "test": "mydata/test.csv"}) == "mydata"
+    assert run_name([], None, ["train.csv"]) == "train"
+    assert run_name([], None, {"test": "other/test.csv"}) == "other"
+    assert run_name([], None, None) == "lightning_logs"
+
+
 FIT_CONFIGS = sorted(
     str(p.relative_to(ROOT / "configs")) for p in ROOT.glob("configs/**/*.yaml") if "search" not in p.parts
 )

@@ -146,3 +146,34 @@ def _as_list(value: object) -> list:
     if value is None or isinstance(value, bool):
         return []
     return value if isinstance(value, list) else [value]
+
+
+def run_name(config_files: list[str], dataset: str | None, data_files: object) -> str:
+    """A run name for a logger left at its default (`lightning_logs`): the last `--config` file's stem, else the data's
+    folder or file name, so runs of different data never share a run folder (nor `--ckpt_path best`)."""
+    if config_files:
+        return Path(str(config_files[-1])).stem
+    source = dataset
+    if source is None and data_files is not None:
+        files = data_files
+        if isinstance(data_files, dict):
+            files = data_files.get("train") or next(iter(data_files.values()), None)
+        source = str(_as_list(files)[0]) if _as_list(files) else None
+    if not source:
+        return "lightning_logs"
+    path = Path(source.rstrip("/"))
+    # `mydata/train.csv` names the run `mydata`: the file's own stem is usually just the split.
+    return path.parent.name if path.suffix and path.parent.name not in ("", ".") else path.stem or path.name
+
+
+_NAMED_LOGGERS = ("TensorBoardLogger", "CSVLogger")
+
+
+def name_unnamed_loggers(trainer_config: dict, name: str) -> None:
+    """Give `name` to each TensorBoard/CSV logger (class_path dicts, in place) whose name is still the default."""
+    for logger in _as_list(trainer_config.get("logger")):
+        if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith(_NAMED_LOGGERS):
+            continue
+        init_args = logger.get("init_args")
+        if init_args is not None and init_args.get("name") == "lightning_logs":
+            init_args["name"] = name
