@@ -11,6 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from modules.fast_path import DESCRIPTION, SUBCOMMANDS, answer_without_lightning
+
+if __name__ == "__main__":
+    # The top-level --help and a misspelled key answer in well under a second, before the ~10 s imports below.
+    answer_without_lightning(sys.argv[1:])
+
 import torch
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -39,15 +45,6 @@ from modules.run.paths import (
 )
 from modules.run.progress import default_progress_bar
 from modules.run.quiet import quiet_library_noise
-
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
-DESCRIPTION = """Fine-tune a Hugging Face transformer for text classification, then test, predict and export it.
-
-examples:
-  python main.py fit --config configs/demo.yaml                      # train (make demo builds its data)
-  python main.py test --config configs/demo.yaml --ckpt_path best    # the best checkpoint of that config's last fit
-  python main.py predict --ckpt_path logs/demo/version_0/checkpoints/last.ckpt --data.predict_file new.csv
-`python main.py fit --help` lists every option of a command; --ckpt_path takes a file, `best` or `last`."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):

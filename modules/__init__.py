@@ -9,4 +9,5 @@
   results, each with its undo, behind one entry point.
 - `compat.py`: every private Lightning / transformers / torch member the code touches, with its reason.
 - `errors.py`: the one exception type for bad input.
+- `fast_path.py`: the top-level `--help` and unknown-key errors, answered before Lightning is imported.
 """
