@@ -159,10 +159,13 @@ class HFLightningCLI(LightningCLI):
                 logger.init_args.version = self._run_version
 
     def _settings_from_checkpoint(self) -> None:
-        """`--ckpt_path` with no dataset given (only `--data.predict_file`): the model, tokenizer and labels are the
-        checkpoint's, so `predict --ckpt_path X --data.predict_file new.csv` needs no other flag."""
+        """`--ckpt_path` with no dataset or train file (only `--data.predict_file`, or `--data.data_files '{test: x}'`):
+        the model, tokenizer and labels are the checkpoint's, so `predict --ckpt_path X --data.predict_file new.csv`
+        and `test --ckpt_path X --data.data_files '{test: new.csv}'` need no other flag."""
         config = self.config[self.subcommand]
-        if not config.get("ckpt_path") or config.data.dataset is not None or config.data.data_files is not None:
+        data_files = config.data.data_files
+        has_train = data_files is not None and (not isinstance(data_files, dict) or "train" in data_files)
+        if not config.get("ckpt_path") or config.data.dataset is not None or has_train:
             return
         settings = checkpoint_settings(config.ckpt_path)
         for key in ("model_name_or_path", "problem_type", "label_names"):

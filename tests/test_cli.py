@@ -236,3 +236,26 @@ def test_help_opens_with_what_the_tool_does_and_examples(capsys):
     assert lines[2].startswith("Fine-tune a Hugging Face transformer for text classification")
     examples = [line for line in lines[:12] if line.startswith("  python main.py ")]
     assert [line.split()[2] for line in examples] == ["fit", "test", "predict"]
+
+
+@pytest.mark.e2e
+def test_test_on_a_file_takes_labels_from_the_checkpoint(tmp_path, tiny_model, review_rows, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the test command's own logs/ folder
+    names = ["negative", "positive"]
+    files = {}
+    for seed, (split, n) in enumerate({"train": 64, "validation": 32, "test": 30}.items()):
+        files[split] = tmp_path / f"{split}.csv"
+        rows = [{"review": r["text"], "sentiment": names[r["label"]]} for r in review_rows(n, seed)]
+        pd.DataFrame(rows).to_csv(files[split], index=False)
+    own_columns = ["--data.text_column", "review", "--data.label_column", "sentiment"]
+    base = write_base_config(tmp_path, tiny_model, trainer={"max_epochs": 1})
+    train_files = json.dumps({"train": str(files["train"]), "validation": str(files["validation"])})
+    cli_main(["fit", "--config", str(base), "--data.data_files", train_files, *own_columns])
+    checkpoint = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    # No config, no train file, no model name: the checkpoint gives model, task and label names.
+    test_file = json.dumps({"test": str(files["test"])})
+    cli_main(["test", "--ckpt_path", str(checkpoint), "--data.data_files", test_file, *own_columns])
+    per_class = pd.read_csv(run_dir(tmp_path) / "test_per_class.csv")
+    assert list(per_class["label"]) == names
+    assert per_class["support"].sum() == 30
+    assert 0.0 <= read_metrics(run_dir(tmp_path) / "test_metrics.json")["test_acc"] <= 1.0

@@ -188,7 +188,10 @@ class HFDataModule(LightningDataModule):
             if not labeled:
                 split = predict_raw = preprocess.drop_blank_inputs(split, text_columns, self.drop_invalid_rows)
             elif label_spec is None:
-                raise HFLightningError(f"the {name} split has labels but no train split to learn label names from.")
+                raise HFLightningError(
+                    f"the {name} split has labels but no train split to learn label names from: add one, or pass "
+                    "--ckpt_path to take the labels from a trained checkpoint."
+                )
             else:
                 split = preprocess.clean(
                     split, name, label_spec, text_columns, self.label_column, self.drop_invalid_rows
@@ -235,9 +238,16 @@ class HFDataModule(LightningDataModule):
 
     def _label_spec(self, raw: DatasetDict) -> LabelSpec | None:
         if "train" not in raw:
-            return None
+            return self._model_label_spec()
         self._check_columns(raw["train"], "train")
         return infer_label_spec(raw["train"], self.label_column, self.task)
+
+    def _model_label_spec(self) -> LabelSpec | None:
+        """No train split (`test --ckpt_path X` on a file): the task and labels the model holds from its checkpoint."""
+        model = self.trainer.lightning_module if self.trainer else None
+        task = getattr(model, "task", None)
+        names = model.hparams.get("label_names") if model is not None else None
+        return LabelSpec(task, tuple(names)) if task and names else None
 
     # ------------------------------------------------------------------------------------------- dataloaders
     def collator(self) -> PaddingCollator:
