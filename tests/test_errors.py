@@ -81,7 +81,7 @@ def test_unknown_label_in_validation(tmp_path, tiny_model, review_rows):
     frame.loc[5, "label"] = "neutral"
     frame.to_json(paths["validation"], orient="records", lines=True)
     with pytest.raises(
-        HFLightningError, match=r"unknown label 'neutral' in validation row 5.*\['negative', 'positive'\]"
+        HFLightningError, match=r"unknown label 'neutral' in line 6 of .*validation.jsonl: .*\['negative', 'positive'\]"
     ):
         _fit(tmp_path, tiny_model, "--data.data_files", _files(paths))
 
@@ -93,7 +93,7 @@ def test_label_out_of_range_names_the_row(tmp_path, tiny_model, reviews_dir, rev
     paths = {"train": tmp_path / "train.csv", "validation": tmp_path / "validation.csv"}
     pd.DataFrame(review_rows(32, 1)).to_csv(paths["train"], index=False)
     pd.DataFrame(rows).to_csv(paths["validation"], index=False)
-    with pytest.raises(HFLightningError, match=r"label 7 in validation row 3 is out of range for 2 labels"):
+    with pytest.raises(HFLightningError, match=r"label 7 in line 5 of .*validation.csv is out of range for 2 labels"):
         _fit(tmp_path, tiny_model, "--data.data_files", _files(paths))
 
 

@@ -15,6 +15,7 @@ from modules.data.collate import PaddingCollator
 from modules.data.labels import LabelSpec, infer_label_spec
 from modules.data.sampler import LengthGroupedSampler, ResumableDataLoader
 from modules.data.sources import (
+    SPLIT_ALIASES,
     check_dataset_source,
     check_files_exist,
     check_model_source,
@@ -186,7 +187,9 @@ class HFDataModule(LightningDataModule):
         for name, split in splits.items():
             labeled = name != "predict"
             if not labeled:
-                split = predict_raw = preprocess.drop_blank_inputs(split, text_columns, self.drop_invalid_rows)
+                split = predict_raw = preprocess.drop_blank_inputs(
+                    split, text_columns, self.drop_invalid_rows, self._source_file(name, raw)
+                )
             elif label_spec is None:
                 raise HFLightningError(
                     f"the {name} split has labels but no train split to learn label names from: add one, or pass "
@@ -194,7 +197,13 @@ class HFDataModule(LightningDataModule):
                 )
             else:
                 split = preprocess.clean(
-                    split, name, label_spec, text_columns, self.label_column, self.drop_invalid_rows
+                    split,
+                    name,
+                    label_spec,
+                    text_columns,
+                    self.label_column,
+                    self.drop_invalid_rows,
+                    self._source_file(name, raw),
                 )
             datasets[name] = preprocess.tokenize(
                 split,
@@ -241,6 +250,19 @@ class HFDataModule(LightningDataModule):
             return self._model_label_spec()
         self._check_columns(raw["train"], "train")
         return infer_label_spec(raw["train"], self.label_column, self.task)
+
+    def _source_file(self, name: str, raw: DatasetDict) -> str | None:
+        """The one file a split was read from, row for row (so errors can name its lines); None for several files,
+        folders, Hub datasets and a validation split carved out of train."""
+        if name == "predict":
+            return self.predict_file
+        if name in ("train", "validation") and "validation" not in raw:
+            return None  # rows shuffled by the carve-out
+        files = self.data_files if isinstance(self.data_files, dict) else {}
+        file = next((v for k, v in files.items() if SPLIT_ALIASES.get(k, k) == name), None)
+        if isinstance(file, list) and len(file) == 1:
+            file = file[0]
+        return file if isinstance(file, str) and os.path.isfile(os.path.expanduser(file)) else None
 
     def _model_label_spec(self) -> LabelSpec | None:
         """No train split (`test --ckpt_path X` on a file): the task and labels the model holds from its checkpoint."""

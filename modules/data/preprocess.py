@@ -10,12 +10,24 @@ from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from modules.data.labels import LabelSpec, encode_label, is_missing_label
+from modules.data.sources import file_line
 from modules.errors import HFLightningError
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def drop_blank_inputs(split: Dataset, text_columns: list[str], drop_invalid_rows: bool) -> Dataset:
+def where(index: int, name: str, source: str | None) -> str:
+    """Row `index` (0-based, as loaded) as a user finds it: the line of its file when the split is one file with
+    lines, else its 1-based row number."""
+    line = file_line(source, index) if source else None
+    if line is not None:
+        return f"line {line} of {source}"
+    return f"row {index + 1} of the {name} {'input' if name == 'predict' else 'split'} (counting rows from 1)"
+
+
+def drop_blank_inputs(
+    split: Dataset, text_columns: list[str], drop_invalid_rows: bool, source: str | None = None
+) -> Dataset:
     """Prediction inputs without text (a blank line, an empty cell) are skipped with a count, not predicted as ""."""
     texts = [split[c][:] for c in text_columns]
     blank = [i for i, row in enumerate(zip(*texts)) if any(t is None or not str(t).strip() for t in row)]
@@ -23,8 +35,8 @@ def drop_blank_inputs(split: Dataset, text_columns: list[str], drop_invalid_rows
         return split
     if not drop_invalid_rows:
         raise HFLightningError(
-            f"row {blank[0]} of the predict input has an empty text ({len(blank)} such rows; rows count from 0, "
-            "after the header). Fix the file, or set --data.drop_invalid_rows true to skip them."
+            f"{where(blank[0], 'predict', source)} has an empty text ({len(blank)} such rows). Fix the file, or set "
+            "--data.drop_invalid_rows true to skip them."
         )
     print(f"Skipped {len(blank)} of {len(split)} predict inputs with an empty text.")
     blank_rows = set(blank)
@@ -46,8 +58,10 @@ def clean(
     text_columns: list[str],
     label_column: str | list[str],
     drop_invalid_rows: bool,
+    source: str | None = None,
 ) -> Dataset:
-    """Drop (or reject) rows with empty text or a missing label; encode labels into a `labels` column."""
+    """Drop (or reject) rows with empty text or a missing label; encode labels into a `labels` column. `source`: the
+    split's one file, if it has one, so errors name its line."""
     texts = [split[c][:] for c in text_columns]
     bad_text = [i for i, row in enumerate(zip(*texts)) if any(t is None or not str(t).strip() for t in row)]
     labels_as_stored = raw_labels(split, label_column)
@@ -56,12 +70,12 @@ def clean(
     if bad and not drop_invalid_rows:
         kind = "an empty text" if bad[0] in bad_text else "no label"
         raise HFLightningError(
-            f"row {bad[0]} of the {name} split has {kind} ({len(bad)} such rows). "
+            f"{where(bad[0], name, source)} has {kind} ({len(bad)} such rows in the {name} split). "
             "Fix the data, or set --data.drop_invalid_rows true to drop them."
         )
     bad_rows = set(bad)
     keep = [i for i in range(len(split)) if i not in bad_rows]
-    labels = [encode_label(labels_as_stored[i], spec, f"{name} row {i}") for i in keep]
+    labels = [_encode(labels_as_stored[i], spec, i, name, source) for i in keep]
     if bad:
         rank_zero_warn(
             f"Dropped {len(bad)} of {len(split)} rows of the {name} split: {len(bad_text)} with empty text, "
@@ -71,6 +85,14 @@ def clean(
         if len(split) == 0:
             raise HFLightningError(f"every row of the {name} split has an empty text or no label.")
     return split.add_column("labels", labels)
+
+
+def _encode(value: object, spec: LabelSpec, index: int, name: str, source: str | None) -> int | float | list[float]:
+    try:
+        return encode_label(value, spec, "")
+    except HFLightningError:
+        # Finding the row's line reads the file: done only for the row that fails, whose error it then names.
+        return encode_label(value, spec, where(index, name, source))
 
 
 def _missing(value: object, spec: LabelSpec) -> bool:

@@ -1,6 +1,7 @@
 """Where rows and models come from: a Hub name, a local folder in Hub layout, or data files (csv, tsv, json(l),
 parquet, txt). Names that cannot be loaded (no such path, offline and not cached) fail fast with the fix."""
 
+import csv
 import glob
 import os
 import re
@@ -218,6 +219,38 @@ def load_splits(
     elif predict_split in raw:
         raw["predict"] = raw[predict_split]
     return raw
+
+
+def file_line(path: str, index: int) -> int | None:
+    """The line of `path` on which data row `index` (0-based, as loaded) starts, for error messages; None when the
+    format has no lines to point at (Parquet, a JSON array) or the file cannot be read.
+
+    CSV/TSV: after the header, blank lines skipped and quoted line breaks followed as the reader does. JSON lines:
+    blank lines skipped. Plain text: one row per line.
+    """
+    suffix = Path(path).suffix.lower()
+    try:
+        with open(os.path.expanduser(path), newline="", encoding="utf-8") as f:
+            if suffix in (".csv", ".tsv"):
+                reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",")
+                records = 0
+                start = reader.line_num + 1
+                for number, row in enumerate(reader):
+                    if row and number > 0:  # record 0 is the header
+                        if records == index:
+                            return start
+                        records += 1
+                    start = reader.line_num + 1
+            elif suffix in (".jsonl", ".txt"):
+                rows = 0
+                for number, line in enumerate(f, start=1):
+                    if suffix == ".txt" or line.strip():
+                        if rows == index:
+                            return number
+                        rows += 1
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
 
 
 def check_files_exist(paths: list[str]) -> None:

@@ -215,7 +215,9 @@ def test_invalid_rows_dropped_with_count_or_rejected(tmp_path, tiny_model, revie
     paths = _write_splits(tmp_path, rows, ".jsonl", sizes=(200, 50, 50))
     cli, _ = _fit_test(tmp_path, tiny_model, "--data.data_files", _files(paths), epochs=1)
     assert len(cli.datamodule.datasets["train"]) == 197
-    with pytest.raises(HFLightningError, match=r"row 1 of the train split has an empty text \(3 such rows\)"):
+    with pytest.raises(
+        HFLightningError, match=r"line 2 of .*train.jsonl has an empty text \(3 such rows in the train split\)"
+    ):
         _fit_test(tmp_path, tiny_model, "--data.data_files", _files(paths), "--data.drop_invalid_rows", "false")
 
 
