@@ -20,7 +20,7 @@ if __name__ == "__main__":
 import torch
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -44,7 +44,7 @@ from modules.run.paths import (
     run_version,
 )
 from modules.run.progress import default_progress_bar
-from modules.run.quiet import quiet_library_noise
+from modules.run.quiet import plain_output, quiet_library_noise
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
@@ -184,7 +184,11 @@ class HFLightningCLI(LightningCLI):
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         wanted = config.get("enable_progress_bar") is not False and not config.get("barebones")
         if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, default_progress_bar()]
+            callbacks = kwargs["callbacks"] = [*callbacks, default_progress_bar()]
+        # In a log file, Lightning's plain summary table (Rich's is drawn for a terminal).
+        summary = config.get("enable_model_summary") is not False and not config.get("barebones")
+        if summary and not sys.stdout.isatty() and not any(isinstance(c, ModelSummary) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, ModelSummary()]
         # Every checkpoint written whole or not at all, unless the config brings its own CheckpointIO.
         plugins = kwargs.get("plugins", config.get("plugins")) or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
@@ -227,6 +231,8 @@ def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = N
     """Run the CLI; `args` lets tests and the tuner drive it in-process (None reads `sys.argv`). `callbacks` are
     added to the Trainer's without entering the saved config (the tuner's pruning callback)."""
     quiet_library_noise()
+    if not sys.stderr.isatty():
+        plain_output()
     return HFLightningCLI(
         TransformerModule,
         HFDataModule,

@@ -2,7 +2,11 @@
 so that every line left in a run's output means something."""
 
 import logging
+import re
+import sys
 import warnings
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class _DropMessages(logging.Filter):
@@ -14,13 +18,70 @@ class _DropMessages(logging.Filter):
         return not str(record.msg).startswith(self.starts)
 
 
+class _DropLines(logging.Filter):
+    """Removes lines matching `pattern` from a multi-line message; the rest of the message still shows."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = "\n".join(line for line in record.msg.split("\n") if not self.pattern.match(line))
+        return True
+
+
+class _PlainText(logging.Filter):
+    """Strips colour codes from messages written to a file (transformers colours its LOAD REPORT title even then)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and not sys.stderr.isatty():
+            record.msg = _ANSI.sub("", record.msg)
+        return True
+
+
+def _add_once(logger_name: str, log_filter: logging.Filter) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(type(f) is type(log_filter) for f in logger.filters):
+        logger.addFilter(log_filter)
+
+
 def quiet_library_noise() -> None:
     """Idempotent: adds each filter once."""
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropMessages) for f in rank_zero.filters):
-        # Lightning's advertisements for its cloud products (litlogger, litmodels), printed on every run.
-        rank_zero.addFilter(_DropMessages("💡 Tip: For seamless cloud"))
+    # Lightning's advertisements for its cloud products (litlogger, litmodels), printed on every run; and its note
+    # that a model summary is configured, when it is our own plain one for log files (see `plain_output`).
+    _add_once(
+        "lightning.pytorch.utilities.rank_zero",
+        _DropMessages(
+            "💡 Tip: For seamless cloud",
+            "Trainer already configured with model summary callbacks: "
+            "[<class 'lightning.pytorch.callbacks.model_summary.ModelSummary'>]",
+        ),
+    )
+    # FLOPs are counted only for a model with `example_input_array`; ours has none, so the total is always 0.
+    _add_once("lightning.pytorch.callbacks.model_summary", _DropLines(r"(Total FLOPs: 0|0\s+Total Flops)\s*$"))
+    # Local dataset folders with a README.md but no YAML header (ours, the user's): nothing to fix for training.
+    _add_once("huggingface_hub.repocard", _DropMessages("Repo card metadata block was not found"))
+    _add_once("transformers.modeling_utils", _PlainText())
     # Lightning's own call of a torch API it has not caught up with (lightning 2.6 with torch 2.13).
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", module=r"lightning\.pytorch\.utilities"
     )
+    # bf16/16-mixed: the summary's size estimate assumes 32-bit weights, which is what mixed precision keeps.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Precision .* is not supported by the model summary",
+        module=r"lightning\.pytorch\.utilities\.model_summary",
+    )
+
+
+def plain_output() -> None:
+    """Output to a file or pipe: no live progress bars of datasets, transformers or the Hub (each redraw of their
+    bars is a carriage return in the file; the run's own `LogProgress` lines say how far it is)."""
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()

@@ -21,6 +21,7 @@ VAL_LINE = re.compile(r"^epoch (\d)/2  val_loss \d\.\d{4}  val_acc \d\.\d{4}  va
 def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, tiny_model, reviews_dir):
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
     flags = ["--trainer.enable_progress_bar", "true", "--trainer.limit_train_batches", "10"]
+    flags += ["--trainer.enable_model_summary", "true"]
     result = run_subprocess(["fit", "--config", str(base), *flags])  # stdout is a pipe, as in CI
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
@@ -32,6 +33,11 @@ def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, tiny_model
     assert [m.group(1) for m in map(VAL_LINE.match, lines) if m] == ["1", "2"]  # sanity check not reported
     assert "Epoch 0" not in result.stdout + result.stderr  # neither TQDM's nor Rich's bar
     assert "\r" not in result.stdout and "━" not in result.stdout
+    # The whole log, as a file records it: the plain summary, no redrawn bars, colour codes or warnings.
+    log = result.stdout + result.stderr
+    assert "Total params" in log and "Total Flops" not in log and "Total FLOPs" not in log
+    assert "\r" not in log and "\x1b" not in log and "┃" not in log
+    assert not [line for line in log.splitlines() if "warn" in line.lower()], log
 
 
 @pytest.mark.parametrize(

@@ -24,3 +24,43 @@ def test_leafspec_deprecation_from_lightning_is_dropped_elsewhere_kept():
         warnings.warn_explicit(message, FutureWarning, "_pytree.py", 21, module="lightning.pytorch.utilities._pytree")
         warnings.warn_explicit(message, FutureWarning, "ours.py", 1, module="modules.model.module")
     assert [w.filename for w in caught] == ["ours.py"]
+
+
+def test_zero_flops_line_dropped_rest_of_the_summary_kept(caplog):
+    quiet_library_noise()
+    logger = logging.getLogger("lightning.pytorch.callbacks.model_summary")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        logger.info("\n24.5 K    Total params\n0         Total Flops")
+        logger.info("\n24.5 K    Total params\n12.3 M    Total Flops")
+    assert [r.getMessage() for r in caplog.records] == [
+        "\n24.5 K    Total params",
+        "\n24.5 K    Total params\n12.3 M    Total Flops",
+    ]
+
+
+def test_repo_card_note_dropped_other_hub_warnings_kept(caplog):
+    quiet_library_noise()
+    logger = logging.getLogger("huggingface_hub.repocard")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("Repo card metadata block was not found. Setting CardData to empty.")
+        logger.warning("Something else")
+    assert [r.getMessage() for r in caplog.records] == ["Something else"]
+
+
+def test_load_report_colour_codes_stripped_in_files(caplog):
+    quiet_library_noise()  # pytest's stderr is not a terminal
+    logger = logging.getLogger("transformers.modeling_utils")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("\x1b[1mBertForSequenceClassification LOAD REPORT\x1b[0m from: x")
+    assert caplog.records[0].getMessage() == "BertForSequenceClassification LOAD REPORT from: x"
+
+
+def test_model_summary_precision_warning_dropped_elsewhere_kept():
+    message = "Precision bf16-mixed is not supported by the model summary.  Estimated model size in MB will not be"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_library_noise()
+        module = "lightning.pytorch.utilities.model_summary.model_summary"
+        warnings.warn_explicit(message, UserWarning, "model_summary.py", 243, module=module)
+        warnings.warn_explicit(message, UserWarning, "ours.py", 1, module="modules.model.module")
+    assert [w.filename for w in caught] == ["ours.py"]
