@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from modules.fast_path import DESCRIPTION, SUBCOMMANDS, answer_without_lightning
+from modules.fast_path import DESCRIPTION, SUBCOMMAND_HELP, SUBCOMMANDS, answer_without_lightning
 
 if __name__ == "__main__":
     # The top-level --help and a misspelled key answer in well under a second, before the ~10 s imports below.
@@ -25,6 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from modules import compat
 from modules.data import HFDataModule
 from modules.errors import HFLightningError
 from modules.model import TransformerModule
@@ -46,6 +47,12 @@ from modules.run.paths import (
 from modules.run.progress import default_progress_bar
 from modules.run.quiet import plain_output, quiet_library_noise
 
+CKPT_PATH_HELP = (
+    "A checkpoint file, or `best` / `last`: the best (by the checkpoint callback's monitor, val_loss in the recipes) "
+    "or the last checkpoint of this config's most recent `fit` (found under its logger's run folder). `fit` resumes "
+    "from it; validate, test and predict use its weights, and with no data set but a file, its model and labels."
+)
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """jsonargparse's help, with the description's lines (the examples) kept as written."""
@@ -58,6 +65,12 @@ class ArgumentParser(LightningArgumentParser):
         # `--model.learning_rat 0.01` must not silently set learning_rate: a shortened flag is an unknown flag.
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def add_method_arguments(self, *args: Any, **kwargs: Any) -> list[str]:
+        # Not a group of its own: its title would be the Trainer method's docstring, cut off mid-sentence.
+        added = super().add_method_arguments(*args, **{**kwargs, "as_group": False})
+        compat.set_argument_help(self, "ckpt_path", CKPT_PATH_HELP)  # Lightning's text: hpc/registry, not best/last
+        return added
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
@@ -239,7 +252,13 @@ def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = N
         save_config_callback=SaveRunConfig,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"callbacks": [RNGState(), *(callbacks or [])]},
-        parser_kwargs={"default_env": True, "description": DESCRIPTION, "formatter_class": HelpFormatter},
+        parser_kwargs={
+            "default_env": True,
+            "description": DESCRIPTION,
+            "formatter_class": HelpFormatter,
+            # Our own one-line descriptions: Lightning's are cut off mid-sentence in `test --help`.
+            **{name: {"description": SUBCOMMAND_HELP[name]} for name in SUBCOMMANDS},
+        },
         parser_class=ArgumentParser,
         auto_configure_optimizers=False,
         args=args,

@@ -18,6 +18,11 @@ Lightning (2.6)
 - `LightningModule._trainer`: whether a module is attached to a Trainer; `module.trainer` raises when it is not, and
   the model is also built and loaded on its own (`load_from_checkpoint`, export).
 
+jsonargparse (4.x, an argparse subclass)
+- `ArgumentParser._actions`: the arguments a parser holds. LightningCLI adds `--ckpt_path` with `Trainer.fit`'s
+  docstring (`hpc`, `registry`), not this project's `best`/`last`; argparse has no public way to change the help of
+  an argument once added.
+
 transformers (5.x)
 - `PretrainedConfig._attn_implementation`: which attention kernel a model runs; read to decide whether a speed-up
   applies and to restore it (`PreTrainedModel.set_attn_implementation` is the public setter, with no getter).
@@ -92,6 +97,9 @@ MEMBERS: tuple[Member, ...] = (
     Member("lightning", "ModelCheckpoint", "_should_save_on_train_epoch_end", _model_checkpoint),
     Member("lightning", "ModelCheckpoint()", "_last_global_step_saved", lambda: _model_checkpoint()()),
     Member("lightning", "LightningModule()", "_trainer", lambda: _lightning_module()()),
+    Member(
+        "jsonargparse", "ArgumentParser()", "_actions", lambda: importlib.import_module("jsonargparse").ArgumentParser()
+    ),
     Member("transformers", "PretrainedConfig()", "_attn_implementation", _config),
     Member("transformers", "PreTrainedModel", "_supports_attention_backend", _pretrained_model),
     Member("torch", "nn.Linear()", "_forward_hooks", lambda: nn.Linear(1, 1)),
@@ -118,7 +126,17 @@ def missing_members() -> list[str]:
 
 def installed_versions() -> dict[str, str]:
     """The versions the members were looked up in, for messages."""
-    return {name: importlib.import_module(name).__version__ for name in ("lightning", "transformers", "torch")}
+    libraries = ("lightning", "jsonargparse", "transformers", "torch")
+    return {name: importlib.import_module(name).__version__ for name in libraries}
+
+
+# ------------------------------------------------------------------------------------------------ jsonargparse
+def set_argument_help(parser: Any, dest: str, text: str) -> bool:
+    """Replace the help of the argument stored at `dest`; False when the parser has none."""
+    actions = [action for action in parser._actions if action.dest == dest]
+    for action in actions:
+        action.help = text
+    return bool(actions)
 
 
 # ------------------------------------------------------------------------------------------------ Lightning

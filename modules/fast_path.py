@@ -26,7 +26,7 @@ examples:
 SUBCOMMAND_HELP = {
     "fit": "Train, validating each epoch; checkpoints, logs and the Hugging Face export land in the run folder.",
     "validate": "One pass over the validation split (with --ckpt_path: that checkpoint's weights).",
-    "test": "One pass over the test split (--ckpt_path best/last/a file): metrics and a per-row report.",
+    "test": "One pass over the test split (--ckpt_path best/last/a file): metrics and a per-class report.",
     "predict": "Predictions for a split or a file (--data.predict_file); --ckpt_path alone gives model and labels.",
 }
 # Each config section and the class whose `__init__` parameters are its keys, as `main.py` and LightningCLI add them.

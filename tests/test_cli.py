@@ -259,3 +259,24 @@ def test_test_on_a_file_takes_labels_from_the_checkpoint(tmp_path, tiny_model, r
     assert list(per_class["label"]) == names
     assert per_class["support"].sum() == 30
     assert 0.0 <= read_metrics(run_dir(tmp_path) / "test_metrics.json")["test_acc"] <= 1.0
+
+
+def test_subcommand_help_explains_ckpt_path_with_whole_titles(capsys):
+    from modules.data import HFDataModule
+    from modules.fast_path import SUBCOMMAND_HELP
+    from modules.model import TransformerModule
+    from modules.outputs.export import HFExport
+    from modules.outputs.predictions import PredictionWriter
+    from modules.outputs.report import TestReport
+
+    with pytest.raises(SystemExit):
+        cli_main(["test", "--help"])
+    out = capsys.readouterr().out
+    ckpt_help = " ".join(out.split("--ckpt_path CKPT_PATH\n", 1)[1].split("ARG:", 1)[0].split())
+    assert "`best` / `last`" in ckpt_help and "hpc" not in ckpt_help and "registry" not in ckpt_help
+    assert SUBCOMMAND_HELP["test"] in out
+    titles = [line for line in out.splitlines() if re.fullmatch(r"\S.*:", line)]
+    for cls in (TransformerModule, HFDataModule, HFExport, PredictionWriter, TestReport):
+        first = cls.__doc__.splitlines()[0]
+        assert first.endswith(".") and f"{first[:-1]}:" in titles  # a whole sentence, shown whole
+    assert not [title for title in titles if "<class" in title or "separated from fit" in title]

@@ -57,8 +57,10 @@ def hardware() -> str:
 
 
 class HFExport(Callback):
-    """At the end of `fit`, record the run in `fit_summary.json` and export the best checkpoint (else the last) in
-    Hugging Face format, with a model card, to `<run folder>/<dirname>`.
+    """The Hugging Face export, with a model card, written at the end of `fit`.
+
+    Records the run in `fit_summary.json` and exports the best checkpoint (else the last) in Hugging Face format to
+    `<run folder>/<dirname>`.
 
     Args:
         enabled: Export at the end of fit (the summary is written either way).

@@ -62,8 +62,10 @@ def confusion_figure(matrix: torch.Tensor, names: list[str]):
 
 
 class TestReport(Callback):
-    """At the end of `test` of a single-label model, write `test_confusion_matrix.png` and `test_per_class.csv` into
-    the run folder, print the per-class table, and add the figure to TensorBoard (and both files to MLflow).
+    """The per-class report of `test` (single-label models): confusion matrix and precision/recall/F1 per label.
+
+    Writes `test_confusion_matrix.png` and `test_per_class.csv` into the run folder, prints the per-class table, and
+    adds the figure to TensorBoard (and both files to MLflow).
 
     The counts come from torchmetrics' confusion matrix, synchronised across processes: every test row once.
 
