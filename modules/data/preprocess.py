@@ -70,6 +70,8 @@ def clean(
         split = split.select(keep)
         if len(split) == 0:
             raise HFLightningError(f"every row of the {name} split has an empty text or no label.")
+    if "labels" in split.column_names:  # the label column itself is named `labels` (GoEmotions): replaced, encoded
+        split = split.remove_columns("labels")
     return split.add_column("labels", labels)
 
 
