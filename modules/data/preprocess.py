@@ -46,8 +46,10 @@ def clean(
     text_columns: list[str],
     label_column: str | list[str],
     drop_invalid_rows: bool,
-) -> Dataset:
-    """Drop (or reject) rows with empty text or a missing label; encode labels into a `labels` column."""
+) -> tuple[Dataset, dict[str, int]]:
+    """Drop (or reject) rows with empty text or a missing label; encode labels into a `labels` column.
+
+    Returns the cleaned split and the rows dropped per reason (`empty_text`, `no_label`), for `check`'s report."""
     texts = [split[c][:] for c in text_columns]
     bad_text = [i for i, row in enumerate(zip(*texts)) if any(t is None or not str(t).strip() for t in row)]
     labels_as_stored = raw_labels(split, label_column)
@@ -70,9 +72,10 @@ def clean(
         split = split.select(keep)
         if len(split) == 0:
             raise HFLightningError(f"every row of the {name} split has an empty text or no label.")
+    dropped = {"empty_text": len(bad_text), "no_label": len(set(missing) - set(bad_text))}
     if "labels" in split.column_names:  # the label column itself is named `labels` (GoEmotions): replaced, encoded
         split = split.remove_columns("labels")
-    return split.add_column("labels", labels)
+    return split.add_column("labels", labels), dropped
 
 
 def _missing(value: object, spec: LabelSpec) -> bool:
