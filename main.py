@@ -28,6 +28,7 @@ from modules.outputs.report import TestReport
 from modules.outputs.run_files import SaveRunConfig, write_metrics
 from modules.run import AtomicCheckpointIO, RNGState
 from modules.run.interrupts import stop_gracefully
+from modules.run.machine import PrecisionGuard
 from modules.run.paths import (
     checkpoint_search_root,
     checkpoint_settings,
@@ -209,7 +210,7 @@ def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = N
         HFDataModule,
         save_config_callback=SaveRunConfig,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [RNGState(), *(callbacks or [])]},
+        trainer_defaults={"callbacks": [RNGState(), PrecisionGuard(), *(callbacks or [])]},
         parser_kwargs={"default_env": True, "description": DESCRIPTION, "formatter_class": HelpFormatter},
         parser_class=ArgumentParser,
         auto_configure_optimizers=False,
