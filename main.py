@@ -27,6 +27,7 @@ from modules.outputs.predictions import PredictionWriter
 from modules.outputs.report import TestReport
 from modules.outputs.run_files import SaveRunConfig, write_metrics
 from modules.run import AtomicCheckpointIO, RNGState
+from modules.run.check import HFTrainer
 from modules.run.interrupts import stop_gracefully
 from modules.run.machine import PrecisionGuard
 from modules.run.paths import (
@@ -39,10 +40,11 @@ from modules.run.paths import (
 from modules.run.progress import default_progress_bar
 from modules.run.quiet import quiet_library_noise
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "check")
 DESCRIPTION = """Fine-tune a Hugging Face transformer for text classification, then test, predict and export it.
 
 examples:
+  python main.py check --config configs/demo.yaml                    # data, memory and time, before a long run
   python main.py fit --config configs/demo.yaml                      # train (make demo builds its data)
   python main.py test --config configs/demo.yaml --ckpt_path best    # the best checkpoint of that config's last fit
   python main.py predict --ckpt_path logs/demo/version_0/checkpoints/last.ckpt --data.predict_file new.csv
@@ -97,6 +99,11 @@ class HFLightningCLI(LightningCLI):
     Lightning's automatic `--optimizer` / `--lr_scheduler` flags are off (`auto_configure_optimizers=False`): they
     would replace the model's AdamW groups, warmup schedule and clipping path. Optimizer settings are `--model.*`.
     """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # `check` takes every `fit` flag: the model and data are built from the config, as for `fit`.
+        return {**LightningCLI.subcommands(), "check": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One home per value: the tokenizer and length limit follow the model being fine-tuned.
@@ -210,6 +217,7 @@ def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = N
         HFDataModule,
         save_config_callback=SaveRunConfig,
         save_config_kwargs={"overwrite": True},
+        trainer_class=HFTrainer,
         trainer_defaults={"callbacks": [RNGState(), PrecisionGuard(), *(callbacks or [])]},
         parser_kwargs={"default_env": True, "description": DESCRIPTION, "formatter_class": HelpFormatter},
         parser_class=ArgumentParser,
