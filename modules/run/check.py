@@ -6,8 +6,10 @@ Nothing a later `fit`/`test` reads is written: no checkpoint, no `version_N` fol
 """
 
 import json
+import os
 from pathlib import Path
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 
 from modules.data.stats import data_stats
@@ -50,14 +52,11 @@ def check_folder(trainer: Trainer) -> Path:
 
 
 def memory_limit_bytes(device_type: str, limit_gb: float | None) -> int:
+    """`--memory_limit_gb`, else the GPU's memory, else the machine's physical memory."""
     if limit_gb is not None:
         return int(limit_gb * GIB)
     if device_type == "cuda":
-        import torch
-
         return torch.cuda.get_device_properties(0).total_memory
-    import os
-
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
