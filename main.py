@@ -34,7 +34,9 @@ from modules.outputs.predictions import PredictionWriter
 from modules.outputs.report import TestReport
 from modules.outputs.run_files import SaveRunConfig, write_metrics
 from modules.run import AtomicCheckpointIO, RNGState
+from modules.run.check import HFTrainer
 from modules.run.interrupts import stop_gracefully
+from modules.run.machine import PrecisionGuard
 from modules.run.paths import (
     checkpoint_search_root,
     checkpoint_settings,
@@ -108,6 +110,11 @@ class HFLightningCLI(LightningCLI):
     Lightning's automatic `--optimizer` / `--lr_scheduler` flags are off (`auto_configure_optimizers=False`): they
     would replace the model's AdamW groups, warmup schedule and clipping path. Optimizer settings are `--model.*`.
     """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # `check` takes every `fit` flag: the model and data are built from the config, as for `fit`.
+        return {**LightningCLI.subcommands(), "check": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One home per value: the tokenizer and length limit follow the model being fine-tuned.
@@ -251,7 +258,8 @@ def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = N
         HFDataModule,
         save_config_callback=SaveRunConfig,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [RNGState(), *(callbacks or [])]},
+        trainer_class=HFTrainer,
+        trainer_defaults={"callbacks": [RNGState(), PrecisionGuard(), *(callbacks or [])]},
         parser_kwargs={
             "default_env": True,
             "description": DESCRIPTION,

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import yaml
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "check")
 DESCRIPTION = """Fine-tune a Hugging Face transformer for text classification, then test, predict and export it.
 
 examples:
+  python main.py check --config configs/demo.yaml                    # data, memory and time, before a long run
   python main.py fit --config configs/demo.yaml                      # train (make demo builds its data)
   python main.py test --config configs/demo.yaml --ckpt_path best    # the best checkpoint of that config's last fit
   python main.py predict --ckpt_path logs/demo/version_0/checkpoints/last.ckpt --data.predict_file new.csv
@@ -27,6 +28,7 @@ SUBCOMMAND_HELP = {
     "fit": "Train, validating each epoch; checkpoints, logs and the Hugging Face export land in the run folder.",
     "validate": "One pass over the validation split (with --ckpt_path: that checkpoint's weights).",
     "test": "One pass over the test split (--ckpt_path best/last/a file): metrics and a per-class report.",
+    "check": "What `fit` with the same flags would cost (time, memory) and whether its data and model load.",
     "predict": "Predictions for a split or a file (--data.predict_file); --ckpt_path alone gives model and labels.",
 }
 # Each config section and the class whose `__init__` parameters are its keys, as `main.py` and LightningCLI add them.

@@ -128,6 +128,8 @@ class HFDataModule(LightningDataModule):
         self.label_counts: list[float] | None = None
         self.datasets: dict[str, Dataset] = {}
         self.predict_raw: Dataset | None = None
+        self.dropped_rows: dict[str, dict[str, int]] = {}  # split -> reason -> rows dropped by cleaning
+        self.effective_max_length: int | None = None
         self.example_text: str | None = None  # a validation text, the usage example of the model card
         if self.dataset is None and self.data_files is None and self.predict_file is None:
             raise HFLightningError(
@@ -150,6 +152,8 @@ class HFDataModule(LightningDataModule):
         self.label_counts = built["label_counts"]
         self.datasets = built["datasets"]
         self.predict_raw = built["predict_raw"]
+        self.dropped_rows = built["dropped_rows"]
+        self.effective_max_length = built["max_length"]
         self.example_text = built["example_text"]
 
     def check_sources(self) -> None:
@@ -180,7 +184,7 @@ class HFDataModule(LightningDataModule):
         splits = select_splits(raw, wanted, self.validation_size, self.seed)
         for name, split in splits.items():
             self._check_columns(split, name)
-        datasets, label_counts, predict_raw = {}, None, None
+        datasets, label_counts, predict_raw, dropped = {}, None, None, {}
         model_config = AutoConfig.from_pretrained(self.model_name_or_path)
         max_length = preprocess.effective_max_length(self.max_length, tokenizer, model_config)
         text_columns = [self.text_column] + ([self.text_pair_column] if self.text_pair_column else [])
@@ -196,7 +200,7 @@ class HFDataModule(LightningDataModule):
                     "--ckpt_path to take the labels from a trained checkpoint."
                 )
             else:
-                split = preprocess.clean(
+                split, dropped[name] = preprocess.clean(
                     split,
                     name,
                     label_spec,
@@ -227,6 +231,8 @@ class HFDataModule(LightningDataModule):
             "label_counts": label_counts,
             "datasets": datasets,
             "predict_raw": predict_raw,
+            "dropped_rows": dropped,
+            "max_length": max_length,
             "example_text": next(
                 (splits[s][self.text_column][0] for s in ("validation", "train") if s in splits and len(splits[s])),
                 None,

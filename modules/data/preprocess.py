@@ -59,9 +59,11 @@ def clean(
     label_column: str | list[str],
     drop_invalid_rows: bool,
     source: str | None = None,
-) -> Dataset:
+) -> tuple[Dataset, dict[str, int]]:
     """Drop (or reject) rows with empty text or a missing label; encode labels into a `labels` column. `source`: the
-    split's one file, if it has one, so errors name its line."""
+    split's one file, if it has one, so errors name its line.
+
+    Returns the cleaned split and the rows dropped per reason (`empty_text`, `no_label`), for `check`'s report."""
     texts = [split[c][:] for c in text_columns]
     bad_text = [i for i, row in enumerate(zip(*texts)) if any(t is None or not str(t).strip() for t in row)]
     labels_as_stored = raw_labels(split, label_column)
@@ -84,7 +86,10 @@ def clean(
         split = split.select(keep)
         if len(split) == 0:
             raise HFLightningError(f"every row of the {name} split has an empty text or no label.")
-    return split.add_column("labels", labels)
+    dropped = {"empty_text": len(bad_text), "no_label": len(set(missing) - set(bad_text))}
+    if "labels" in split.column_names:  # the label column itself is named `labels` (GoEmotions): replaced, encoded
+        split = split.remove_columns("labels")
+    return split.add_column("labels", labels), dropped
 
 
 def _encode(value: object, spec: LabelSpec, index: int, name: str, source: str | None) -> int | float | list[float]:

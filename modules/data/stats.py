@@ -1,0 +1,76 @@
+"""What the data looks like once cleaned and tokenized: rows, drops, labels and token lengths, for `check`'s report."""
+
+import numpy as np
+from datasets import Dataset
+
+from modules.data.labels import LabelSpec
+
+
+def length_stats(lengths: list[int] | np.ndarray, max_length: int) -> dict:
+    """p50/p95/max token lengths and the share of rows at `max_length` (the tokenizer cut them, or they are exactly
+    that long: the two cannot be told apart once truncated)."""
+    values = np.asarray(lengths)
+    if values.size == 0:
+        return {"p50": 0, "p95": 0, "max": 0, "truncated_share": 0.0}
+    return {
+        "p50": int(np.percentile(values, 50)),
+        "p95": int(np.percentile(values, 95)),
+        "max": int(values.max()),
+        "truncated_share": round(float((values >= max_length).mean()), 4),
+    }
+
+
+def pair_sides(token_type_ids: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Tokens of the first and the second text of each pair (their special tokens included), from `token_type_ids`."""
+    second = [sum(row) for row in token_type_ids]
+    return [len(row) - s for row, s in zip(token_type_ids, second)], second
+
+
+def label_stats(labels: list, spec: LabelSpec) -> dict:
+    """Rows per label name (positives per label for multi-label) and the imbalance ratio (largest / smallest count);
+    regression targets: their range."""
+    if spec.task == "regression":
+        values = np.asarray(labels, dtype=float)
+        return {"min": float(values.min()), "max": float(values.max()), "mean": round(float(values.mean()), 4)}
+    if spec.task == "single_label":
+        counts = np.bincount(np.asarray(labels, dtype=int), minlength=spec.num_labels)
+    else:
+        counts = np.asarray(labels, dtype=float).sum(axis=0)
+    counts = {name: int(c) for name, c in zip(spec.names, counts)}
+    smallest = min(counts.values())
+    ratio = round(max(counts.values()) / smallest, 2) if smallest else None  # None: a label never occurs
+    return {"counts": counts, "imbalance_ratio": ratio}
+
+
+def split_stats(dataset: Dataset, max_length: int, spec: LabelSpec | None, pairs: bool) -> dict:
+    """The report of one tokenized split: rows, token lengths (pairs: per side too), labels."""
+    lengths = dataset["length"][:]
+    report = {"rows": len(dataset), "tokens": length_stats(lengths, max_length)}
+    if pairs and "token_type_ids" in dataset.column_names:
+        first, second = pair_sides(dataset["token_type_ids"][:])
+        report["tokens_first"] = length_stats(first, max_length)
+        report["tokens_second"] = length_stats(second, max_length)
+        del report["tokens_first"]["truncated_share"], report["tokens_second"]["truncated_share"]
+    if spec is not None and "labels" in dataset.column_names and len(dataset):
+        report["labels"] = label_stats(dataset["labels"][:], spec)
+    return report
+
+
+def data_stats(datamodule) -> dict:
+    """The report of every split a set-up `HFDataModule` holds, with the rows cleaning dropped and why."""
+    max_length = datamodule.effective_max_length
+    pairs = datamodule.text_pair_column is not None
+    splits = {
+        name: {
+            **split_stats(dataset, max_length, datamodule.label_spec, pairs),
+            "dropped": datamodule.dropped_rows.get(name, {}),
+        }
+        for name, dataset in datamodule.datasets.items()
+    }
+    spec = datamodule.label_spec
+    return {
+        "task": spec.task if spec else None,
+        "label_names": list(spec.names) if spec else None,
+        "max_length": max_length,
+        "splits": splits,
+    }

@@ -1,0 +1,172 @@
+"""`python main.py check --config ...`: before a long run, the data, the model, the machine and the measured cost of
+the run the same flags would start, printed and written to `<run root>/check/check.json`; exit status 2 when the
+run cannot work (does not fit in memory, no rows, a monitored metric never logged).
+
+Nothing a later `fit`/`test` reads is written: no checkpoint, no `version_N` folder, no weights on disk.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+
+from modules.data.stats import data_stats
+from modules.errors import HFLightningError
+from modules.model.lora import parameter_counts
+from modules.model.metrics import check_monitors
+from modules.run import cost
+from modules.run.machine import machine_report, precision_warning
+
+GIB = 2**30
+
+
+class CheckFailed(HFLightningError):
+    """A blocking problem found by `check`; its report is written first."""
+
+
+class HFTrainer(Trainer):
+    """Lightning's Trainer with a `check` command next to `fit`, `validate`, `test` and `predict`."""
+
+    def check(self, model: LightningModule, datamodule=None, memory_limit_gb: float | None = None) -> dict:
+        """Measure what `fit` with the same flags would cost, and whether it can run.
+
+        Args:
+            model: The module `fit` would train.
+            datamodule: The data `fit` would train on.
+            memory_limit_gb: Memory the run may use, in GiB; None: the machine's (physical memory on CPUs, the
+                GPU's memory on GPUs).
+        """
+        return run_check(self, model, datamodule, memory_limit_gb)
+
+
+def check_folder(trainer: Trainer) -> Path:
+    """`<save_dir>/<name>/check`: beside the runs' `version_N` folders, never one of them, so `--ckpt_path best`
+    and the next `fit`'s version number are unaffected."""
+    logger = trainer.logger
+    root = getattr(logger, "root_dir", None) if logger is not None else None
+    if root is None and logger is not None:
+        root = Path(logger.save_dir or trainer.default_root_dir, str(logger.name))
+    return Path(root or trainer.default_root_dir) / "check"
+
+
+def memory_limit_bytes(device_type: str, limit_gb: float | None) -> int:
+    """`--memory_limit_gb`, else the GPU's memory, else the machine's physical memory."""
+    if limit_gb is not None:
+        return int(limit_gb * GIB)
+    if device_type == "cuda":
+        return torch.cuda.get_device_properties(0).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_fix(datamodule, trainer: Trainer, model: LightningModule) -> str:
+    """The ways to fit, each as the flags to pass."""
+    batch, accumulate = datamodule.batch_size, trainer.accumulate_grad_batches
+    fixes = []
+    if batch > 1:
+        fixes.append(
+            f"--data.batch_size {batch // 2} --trainer.accumulate_grad_batches {accumulate * 2} (same effective batch)"
+        )
+    fixes.append(f"--data.max_length {max(8, datamodule.effective_max_length // 2)}")
+    if not model.hparams.gradient_checkpointing:
+        fixes.append("--model.gradient_checkpointing true")
+    if not model.hparams.lora_r:
+        fixes.append("--model.lora_r 8")
+    return "; or ".join(fixes)
+
+
+def run_check(trainer: Trainer, model: LightningModule, datamodule, memory_limit_gb: float | None = None) -> dict:
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    spec = datamodule.label_spec
+    check_monitors(trainer.callbacks, spec.task)  # unknown monitor: HFLightningError, exit 2
+    data = data_stats(datamodule)
+    rows = {name: split["rows"] for name, split in data["splits"].items()}
+    problems = [f"the {name} split has no rows" for name, n in rows.items() if n == 0]
+    if problems:
+        raise CheckFailed(f"{'; '.join(problems)}: check --data.dataset / --data.data_files and the dropped rows.")
+    machine = machine_report(trainer)
+    measured = cost.measure(trainer, model, datamodule)
+    trainable, total = parameter_counts(model.model)
+    tokenizer = datamodule.tokenizer
+    vocab_size = getattr(model.model.config, "vocab_size", None)
+    run_seconds, epochs = cost.run_estimate(
+        measured["epoch_seconds"],
+        measured["batches_per_epoch"],
+        trainer.accumulate_grad_batches,
+        trainer.max_epochs,
+        trainer.max_steps,
+    )
+    limit = memory_limit_bytes(trainer.strategy.root_device.type, memory_limit_gb)
+    fits = measured["peak_memory_bytes"] <= limit
+    files_kept = _checkpoint_files(trainer, epochs)
+    report = {
+        "rows": rows,
+        "truncated_share": {name: split["tokens"]["truncated_share"] for name, split in data["splits"].items()},
+        "data": data,
+        "model": {
+            "architecture": type(model.model).__name__,
+            "parameters": total,
+            "trainable_parameters": trainable,
+            "vocab_size": vocab_size,
+            "tokenizer_size": len(tokenizer),
+            "tokenizer_matches_model": vocab_size is None or len(tokenizer) <= vocab_size,
+        },
+        "machine": machine,
+        "native_precision": machine["native_precision"],
+        **measured,
+        "run_seconds": round(run_seconds, 1),
+        "run_epochs": epochs,
+        "memory_limit_bytes": limit,
+        "fits": fits,
+        "checkpoint_files_kept": files_kept,
+        "checkpoint_disk_bytes": measured["checkpoint_bytes"] * files_kept,
+        "warnings": [],
+    }
+    if not fits:
+        report["fix"] = memory_fix(datamodule, trainer, model)
+    warning = precision_warning(machine["precision"], trainer.strategy.root_device.type)
+    if warning:
+        report["warnings"].append(warning)
+    if not report["model"]["tokenizer_matches_model"]:
+        report["warnings"].append(f"the tokenizer has {len(tokenizer)} tokens, the model {vocab_size} embeddings")
+    folder = check_folder(trainer)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "check.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(_summary(report))
+    print(f"Wrote {path}")
+    if not fits:
+        raise CheckFailed(
+            f"the longest batch needs {measured['peak_memory_bytes'] / GIB:.2f} GiB, over the "
+            f"{limit / GIB:.2f} GiB limit. Fix: {report['fix']}."
+        )
+    return report
+
+
+def _checkpoint_files(trainer: Trainer, epochs: int) -> int:
+    """Files the run's ModelCheckpoints keep at the end: top-k (all epochs with -1) plus `last`."""
+    kept = 0
+    for callback in trainer.checkpoint_callbacks:
+        top_k = callback.save_top_k if callback.monitor else min(callback.save_top_k, 1)
+        kept += (epochs if top_k == -1 else top_k) + bool(callback.save_last)
+    return kept
+
+
+def _summary(report: dict) -> str:
+    model, machine = report["model"], report["machine"]
+    lines = [
+        f"data: rows {report['rows']}, truncated at max_length {report['truncated_share']}",
+        f"model: {model['architecture']}, {model['parameters']:,} parameters ({model['trainable_parameters']:,} "
+        f"trainable), tokenizer matches model: {model['tokenizer_matches_model']}",
+        f"machine: {machine['device']} ({machine['cpu']}, {machine['cpu_isa']}), precision {machine['precision']} "
+        f"native: {machine['native_precision']}",
+        f"cost: {report['step_seconds']} s/step, epoch ~{report['epoch_seconds']:.0f} s, "
+        f"run ~{report['run_seconds']:.0f} s ({report['run_epochs']} epochs), "
+        f"peak memory {report['peak_memory_bytes'] / GIB:.2f} GiB of "
+        f"{report['memory_limit_bytes'] / GIB:.2f}, checkpoints {report['checkpoint_disk_bytes'] / GIB:.2f} GiB",
+        f"verdict: {'fits' if report['fits'] else 'does not fit: ' + report['fix']}",
+        *(f"warning: {w}" for w in report["warnings"]),
+    ]
+    return "\n".join(lines)
