@@ -6,7 +6,6 @@ import sys
 
 import pytest
 from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningCLI
 
 from helpers import ROOT
 from modules.data import HFDataModule
@@ -32,8 +31,10 @@ def test_keys_read_from_source_match_the_signatures(section, cls):
     assert section_keys(section) == set(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
-def test_subcommands_match_lightning_cli():
-    assert set(SUBCOMMANDS) == set(LightningCLI.subcommands())
+def test_subcommands_match_the_cli():
+    from main import HFLightningCLI
+
+    assert set(SUBCOMMANDS) == set(HFLightningCLI.subcommands())
 
 
 def test_misspelled_flag_is_one_line_with_a_suggestion(capsys):
