@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
-from modules.data import preprocess
+from modules.data import arrow_rows, preprocess
 from modules.data.collate import PaddingCollator
 from modules.data.labels import LabelSpec, infer_label_spec
 from modules.data.sampler import LengthGroupedSampler, ResumableDataLoader
@@ -207,8 +207,8 @@ class HFDataModule(LightningDataModule):
                 datasets[name], name, model_config, self.tokenizer_name_or_path, self.model_name_or_path
             )
             if name == "train":
-                preprocess.check_unknown_tokens(datasets[name], split[self.text_column][:], tokenizer)
-                label_counts = preprocess.label_counts(datasets[name]["labels"][:], label_spec)
+                preprocess.check_unknown_tokens(datasets[name], split[self.text_column], tokenizer)
+                label_counts = preprocess.label_counts(arrow_rows.column(datasets[name], "labels"), label_spec)
         return {
             "tokenizer": tokenizer,
             "label_spec": label_spec,
