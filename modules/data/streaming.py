@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import datasets
+import torch.distributed as dist
 from datasets.distributed import split_dataset_by_node
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
@@ -163,17 +165,30 @@ class StreamingDataLoader(DataLoader):
         self._offset = 0  # batches taken before this process's iterator started (a resumed run)
 
     def state_dict(self) -> dict:
-        if self.num_workers > 0:
-            return {}  # the position lives in the workers; resuming then restarts the stream (documented)
-        wanted = int(self._batches_done()) - self._offset
-        for count, position in self.dataset.positions:
-            if count == wanted:
-                return {"position": position, "batches_done": int(self._batches_done())}
-        return {}
+        # Every rank builds the checkpoint and only rank 0 writes it, so the ranks' positions are gathered here.
+        local: dict = {}
+        if self.num_workers == 0:  # with workers the position lives in them; resuming restarts the stream
+            wanted = int(self._batches_done()) - self._offset
+            for count, position in self.dataset.positions:
+                if count == wanted:
+                    local = {"position": position, "batches_done": int(self._batches_done())}
+        if dist.is_available() and dist.is_initialized():
+            ranks: list = [None] * dist.get_world_size()
+            dist.all_gather_object(ranks, local)
+            return {"ranks": ranks}
+        return {"ranks": [local]}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if "position" in state_dict:
-            self.dataset.start = state_dict["position"]
+        ranks = state_dict.get("ranks", [])
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if len(ranks) != (dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1):
+            rank_zero_warn(
+                "the checkpoint's streaming position is for another number of processes; restarting the stream."
+            )
+            return
+        local = ranks[rank]
+        if "position" in local:
+            self.dataset.start = local["position"]
             self.dataset.positions.clear()
             self.dataset.batches_yielded = 0
-            self._offset = state_dict["batches_done"]
+            self._offset = local["batches_done"]

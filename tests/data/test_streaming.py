@@ -1,15 +1,25 @@
 """Streaming train data: equal batches on every rank of a ragged split, exact resume from a saved position."""
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 from itertools import islice
+from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
+from helpers import ROOT, run_subprocess, write_base_config
 from modules.data.datamodule import HFDataModule
 from modules.data.labels import LabelSpec
 from modules.data.streaming import StreamingBatches, open_stream
 from modules.errors import HFLightningError
+
+DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 
 
 def _write(path, rows: list[dict]) -> str:
@@ -56,3 +66,62 @@ def test_streaming_without_label_names_fails_before_loading(tmp_path):
         HFDataModule(data_files=files, streaming=True)
     with pytest.raises(HFLightningError, match="validation"):
         HFDataModule(data_files=files["train"], streaming=True, label_names=["neg", "pos"])
+
+
+@pytest.mark.slow
+def test_ddp_ragged_stream_resumes_after_sigkill_to_the_same_weights(tmp_path, tiny_model, review_rows):
+    # 41 rows on 2 ranks (21/20) in buffers of 8: the ranks' passes differ in batches, yet both take max_steps steps.
+    # A run killed mid-way (SIGKILL, after a checkpoint of step >= 8) and resumed with --ckpt_path last must end
+    # with the uninterrupted run's weights: each rank continues from its own saved stream position.
+    files = {
+        "train": _write(tmp_path / "train.csv", review_rows(41)),
+        "validation": _write(tmp_path / "val.csv", review_rows(10, seed=1)),
+    }
+    data = {"data_files": files, "streaming": True, "label_names": ["neg", "pos"], "batch_size": 4, "buffer_size": 8}
+
+    def config(name: str) -> tuple[Path, Path]:
+        folder = tmp_path / name / "ckpts"
+        callback = {
+            "class_path": "modules.run.RunCheckpoint",
+            "init_args": {"dirpath": str(folder), "save_last": True, "last_every_n_train_steps": 1},
+        }
+        trainer = {"max_steps": 40, "max_epochs": -1, "callbacks": [callback], "val_check_interval": 20}
+        return write_base_config(tmp_path / name, tiny_model, data=data, trainer=trainer), folder / "last.ckpt"
+
+    whole, whole_last = config("whole")
+    result = run_subprocess(["fit", "--config", str(whole), *DDP], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = torch.load(whole_last, weights_only=True)
+    assert expected["global_step"] == 40
+
+    killed, killed_last = config("killed")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "fit", "--config", str(killed), *DDP],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the rank-1 process is a child: kill the whole group, as a node failure would
+    )
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        if killed_last.exists() and _step(killed_last) >= 8:
+            break
+        time.sleep(0.05)  # polling for a checkpoint, not a timing assumption
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    stopped_at = _step(killed_last)
+    assert 8 <= stopped_at < 40
+    resumed = run_subprocess(["fit", "--config", str(killed), *DDP, "--ckpt_path", str(killed_last)], timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = torch.load(killed_last, weights_only=True)
+    assert final["global_step"] == 40
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][key], value), key
+
+
+def _step(path: Path) -> int:
+    try:
+        return torch.load(path, weights_only=True)["global_step"]
+    except (EOFError, RuntimeError):  # caught mid-write (the writer renames into place, but be safe)
+        return -1
