@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
-from modules.data import preprocess
+from modules.data import arrow_rows, preprocess
 from modules.data.collate import PaddingCollator
 from modules.data.labels import LabelSpec, infer_label_spec
 from modules.data.sampler import LengthGroupedSampler, ResumableDataLoader
@@ -24,6 +24,7 @@ from modules.data.sources import (
     load_tokenizer,
     select_splits,
 )
+from modules.data.streaming import StreamingBatches, StreamingDataLoader, open_stream
 from modules.errors import HFLightningError
 
 _STAGE_SPLITS = {
@@ -64,6 +65,9 @@ class HFDataModule(LightningDataModule):
         predict_split: str = "test",
         predict_file: str | None = None,
         preprocessing_num_workers: int | None = None,
+        streaming: bool = False,
+        label_names: list[str] | None = None,
+        buffer_size: int = 10_000,
     ) -> None:
         """
         Args:
@@ -98,9 +102,15 @@ class HFDataModule(LightningDataModule):
             predict_file: A CSV/TSV/JSON(L)/Parquet file, or plain text with one input per line, to predict on.
             preprocessing_num_workers: Processes for tokenization (`Dataset.map(num_proc=...)`); None tokenizes in
                 the main process.
+            streaming: Read the train split as a stream (larger-than-memory data), tokenized on the fly, sharded by
+                rank and repeated, so training runs by `--trainer.max_steps`. Needs `label_names` and a validation
+                file in `data_files`; see docs/data.md#streaming.
+            label_names: The labels of a streamed train split (single-label), in id order; integer labels are ids.
+            buffer_size: Streamed rows shuffled and grouped by length together.
         """
         super().__init__()
-        self.save_hyperparameters()
+        # `label_names` is also the model's hyperparameter (filled from the data); Lightning rejects two values.
+        self.save_hyperparameters(ignore=["label_names"])
         self.dataset = dataset
         self.dataset_config = dataset_config
         self.data_files = data_files
@@ -136,6 +146,11 @@ class HFDataModule(LightningDataModule):
                 "no data: pass --data.dataset (a Hub name or local folder) or --data.data_files (or, for predict "
                 "with --ckpt_path, only --data.predict_file)."
             )
+        if streaming:
+            _check_streaming_arguments(data_files, label_names, task, label_column)
+        self.streaming = streaming
+        self.label_names = label_names
+        self.buffer_size = buffer_size
         if num_workers > 0:
             # Rust tokenizers' thread pool and forked workers can deadlock (transformers#5486).
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -170,6 +185,8 @@ class HFDataModule(LightningDataModule):
 
     def _build(self, stage: str) -> dict:
         self.check_sources()
+        if self.streaming and stage == "fit":
+            return self._build_streaming()
         tokenizer = load_tokenizer(self.tokenizer_name_or_path)
         raw = load_splits(
             self.dataset,
@@ -223,8 +240,8 @@ class HFDataModule(LightningDataModule):
                 datasets[name], name, model_config, self.tokenizer_name_or_path, self.model_name_or_path
             )
             if name == "train":
-                preprocess.check_unknown_tokens(datasets[name], split[self.text_column][:], tokenizer)
-                label_counts = preprocess.label_counts(datasets[name]["labels"][:], label_spec)
+                preprocess.check_unknown_tokens(datasets[name], split[self.text_column], tokenizer)
+                label_counts = preprocess.label_counts(arrow_rows.column(datasets[name], "labels"), label_spec)
         return {
             "tokenizer": tokenizer,
             "label_spec": label_spec,
@@ -238,6 +255,64 @@ class HFDataModule(LightningDataModule):
                 None,
             ),
         }
+
+    def _build_streaming(self) -> dict:
+        # The train split stays a stream (opened per rank in `train_dataloader`); validation is map-style.
+        tokenizer = load_tokenizer(self.tokenizer_name_or_path)
+        model_config = AutoConfig.from_pretrained(self.model_name_or_path)
+        max_length = preprocess.effective_max_length(self.max_length, tokenizer, model_config)
+        label_spec = LabelSpec("single_label", tuple(self.label_names))
+        raw = load_splits(None, None, {"validation": self.data_files["validation"]}, None, "test", self.text_column)
+        split = raw["validation"]
+        self._check_columns(split, "validation")
+        text_columns = [self.text_column] + ([self.text_pair_column] if self.text_pair_column else [])
+        split = preprocess.clean(split, "validation", label_spec, text_columns, self.label_column, True)
+        validation = preprocess.tokenize(
+            split, "validation", tokenizer, max_length, self.text_column, self.text_pair_column, True, None
+        )
+        self._streaming_max_length = max_length
+        return {
+            "tokenizer": tokenizer,
+            "label_spec": label_spec,
+            "label_counts": None,
+            "datasets": {"validation": validation},
+            "predict_raw": None,
+            "example_text": split[self.text_column][0] if len(split) else None,
+        }
+
+    def _streaming_train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        if trainer is not None and trainer.max_steps < 0:
+            raise HFLightningError(
+                "--data.streaming true repeats the stream, so training needs a length: set --trainer.max_steps."
+            )
+        stream = open_stream(
+            self.dataset,
+            self.dataset_config,
+            self.data_files,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        batches = StreamingBatches(
+            stream,
+            self.tokenizer,
+            self._streaming_max_length,
+            self.text_column,
+            self.text_pair_column,
+            self.label_column,
+            self.label_spec,
+            self.batch_size,
+            self.buffer_size,
+            self.group_by_length,
+            self.seed,
+        )
+        return StreamingDataLoader(
+            batches,
+            batches_done=self._train_batches_done if trainer else lambda: 0,
+            collate_fn=self.collator(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def _check_columns(self, split: Dataset, name: str) -> None:
         needed = [("--data.text_column", self.text_column)]
@@ -324,6 +399,8 @@ class HFDataModule(LightningDataModule):
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> DataLoader:
+        if self.streaming:
+            return self._streaming_train_dataloader()
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -360,6 +437,23 @@ class HFDataModule(LightningDataModule):
 
     def _global_batch_size(self) -> int:
         return self.batch_size * (self.trainer.world_size if self.trainer else 1)
+
+
+def _check_streaming_arguments(
+    data_files: object, label_names: list[str] | None, task: str, label_column: object
+) -> None:
+    if not label_names:
+        raise HFLightningError(
+            "--data.streaming true needs the label names up front (a stream cannot be scanned for them): set "
+            "--data.label_names '[neg, pos]' (integer labels are ids into that list)."
+        )
+    if task not in ("auto", "single_label") or isinstance(label_column, list):
+        raise HFLightningError("--data.streaming true trains single-label data; set --data.streaming false.")
+    if not isinstance(data_files, dict) or "train" not in data_files or "validation" not in data_files:
+        raise HFLightningError(
+            "--data.streaming true needs --data.data_files '{train: big.csv, validation: dev.csv}' (the train file "
+            "is streamed, validation is loaded whole)."
+        )
 
 
 def _as_list(value: object) -> list:

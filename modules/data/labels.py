@@ -6,6 +6,7 @@ from typing import Literal
 
 from datasets import ClassLabel, Dataset, LargeList, List, Value
 
+from modules.data import arrow_rows
 from modules.errors import HFLightningError
 
 Task = Literal["single_label", "multi_label", "regression"]
@@ -50,7 +51,12 @@ def infer_label_spec(train: Dataset, label_column: str | list[str], task: str = 
             )
         return LabelSpec("multi_label", tuple(label_column))
     feature = train.features[label_column]
-    values = [v for v in train[label_column][:] if not _is_missing(v)]
+    stored = arrow_rows.column(train, label_column)
+    if arrow_rows.is_scalar(stored):
+        # Distinct values decide everything below, so a million rows cost an Arrow pass, not a Python list.
+        values = arrow_rows.distinct_values(stored)
+    else:
+        values = [v for v in train[label_column][:] if not _is_missing(v)]
     if isinstance(feature, (List, LargeList)):
         if task not in ("auto", "multi_label"):
             raise HFLightningError(

@@ -1,14 +1,16 @@
 """From raw rows to model inputs: drop or reject rows with empty text or no label, encode labels, clamp the length
 limit to what the model accepts, tokenize, and check the token ids fit the model's embeddings."""
 
-from collections import Counter
+from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
+from modules.data import arrow_rows
 from modules.data.labels import LabelSpec, encode_label, is_missing_label
 from modules.data.sources import file_line
 from modules.errors import HFLightningError
@@ -29,18 +31,16 @@ def drop_blank_inputs(
     split: Dataset, text_columns: list[str], drop_invalid_rows: bool, source: str | None = None
 ) -> Dataset:
     """Prediction inputs without text (a blank line, an empty cell) are skipped with a count, not predicted as ""."""
-    texts = [split[c][:] for c in text_columns]
-    blank = [i for i, row in enumerate(zip(*texts)) if any(t is None or not str(t).strip() for t in row)]
-    if not blank:
+    blank = arrow_rows.blank_text_mask(split, text_columns)
+    if not blank.any():
         return split
     if not drop_invalid_rows:
         raise HFLightningError(
-            f"{where(blank[0], 'predict', source)} has an empty text ({len(blank)} such rows). Fix the file, or set "
-            "--data.drop_invalid_rows true to skip them."
+            f"{where(int(np.argmax(blank)), 'predict', source)} has an empty text ({int(blank.sum())} such rows). "
+            "Fix the file, or set --data.drop_invalid_rows true to skip them."
         )
-    print(f"Skipped {len(blank)} of {len(split)} predict inputs with an empty text.")
-    blank_rows = set(blank)
-    return split.select([i for i in range(len(split)) if i not in blank_rows])
+    print(f"Skipped {int(blank.sum())} of {len(split)} predict inputs with an empty text.")
+    return split.select(np.flatnonzero(~blank))
 
 
 def raw_labels(split: Dataset, label_column: str | list[str]) -> list:
@@ -64,29 +64,38 @@ def clean(
     split's one file, if it has one, so errors name its line.
 
     Returns the cleaned split and the rows dropped per reason (`empty_text`, `no_label`), for `check`'s report."""
-    texts = [split[c][:] for c in text_columns]
-    bad_text = [i for i, row in enumerate(zip(*texts)) if any(t is None or not str(t).strip() for t in row)]
-    labels_as_stored = raw_labels(split, label_column)
-    missing = [i for i, v in enumerate(labels_as_stored) if _missing(v, spec)]
-    bad = sorted(set(bad_text) | set(missing))
-    if bad and not drop_invalid_rows:
-        kind = "an empty text" if bad[0] in bad_text else "no label"
+    bad_text = arrow_rows.blank_text_mask(split, text_columns)
+    stored = None if isinstance(label_column, list) else arrow_rows.column(split, label_column)
+    if stored is not None and arrow_rows.is_scalar(stored) and spec.task != "multi_label":
+        # Arrow compute: memory stays flat in the number of rows (no per-row Python objects).
+        missing = arrow_rows.missing_label_mask(stored, spec)
+        labels_as_stored = None
+    else:
+        labels_as_stored = raw_labels(split, label_column)
+        missing = np.array([_missing(v, spec) for v in labels_as_stored], dtype=bool)
+    bad = bad_text | missing
+    n_bad = int(bad.sum())
+    if n_bad and not drop_invalid_rows:
+        first = int(np.argmax(bad))
+        kind = "an empty text" if bad_text[first] else "no label"
         raise HFLightningError(
-            f"{where(bad[0], name, source)} has {kind} ({len(bad)} such rows in the {name} split). "
+            f"{where(first, name, source)} has {kind} ({n_bad} such rows in the {name} split). "
             "Fix the data, or set --data.drop_invalid_rows true to drop them."
         )
-    bad_rows = set(bad)
-    keep = [i for i in range(len(split)) if i not in bad_rows]
-    labels = [_encode(labels_as_stored[i], spec, i, name, source) for i in keep]
-    if bad:
+    keep = np.flatnonzero(~bad)
+    if labels_as_stored is None:
+        labels = arrow_rows.encode_labels(stored.take(pa.array(keep)), spec, lambda row: where(row, name, source), keep)
+    else:
+        labels = [_encode(labels_as_stored[i], spec, i, name, source) for i in keep]
+    if n_bad:
         rank_zero_warn(
-            f"Dropped {len(bad)} of {len(split)} rows of the {name} split: {len(bad_text)} with empty text, "
-            f"{len(missing)} without a label (--data.drop_invalid_rows false makes this an error)."
+            f"Dropped {n_bad} of {len(split)} rows of the {name} split: {int(bad_text.sum())} with empty text, "
+            f"{int(missing.sum())} without a label (--data.drop_invalid_rows false makes this an error)."
         )
         split = split.select(keep)
         if len(split) == 0:
             raise HFLightningError(f"every row of the {name} split has an empty text or no label.")
-    dropped = {"empty_text": len(bad_text), "no_label": len(set(missing) - set(bad_text))}
+    dropped = {"empty_text": int(bad_text.sum()), "no_label": int((missing & ~bad_text).sum())}
     if "labels" in split.column_names:  # the label column itself is named `labels` (GoEmotions): replaced, encoded
         split = split.remove_columns("labels")
     return split.add_column("labels", labels), dropped
@@ -171,7 +180,7 @@ def tokenize(
 
 
 def check_unknown_tokens(
-    encoded: Dataset, texts: list[str], tokenizer: PreTrainedTokenizerBase, threshold: float = 0.05
+    encoded: Dataset, texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, threshold: float = 0.05
 ) -> float:
     """Warn when more than `threshold` of the training tokens are the tokenizer's unknown token: the model then sees
     mostly `[UNK]` and stays at chance, with nothing else saying why. Returns the rate."""
@@ -192,11 +201,12 @@ def check_unknown_tokens(
     return rate
 
 
-def label_counts(labels: list, spec: LabelSpec) -> list[float]:
+def label_counts(labels: pa.ChunkedArray, spec: LabelSpec) -> list[float]:
     """Rows per class (single-label) or positives per label (multi-label); empty for regression."""
     if spec.task == "single_label":
-        counts = Counter(labels)
-        return [float(counts.get(i, 0)) for i in range(spec.num_labels)]
+        counts = np.bincount(labels.to_numpy(zero_copy_only=False), minlength=spec.num_labels)
+        return [float(c) for c in counts[: spec.num_labels]]
     if spec.task == "multi_label":
-        return [float(sum(row[i] for row in labels)) for i in range(spec.num_labels)]
+        hot = pc.list_flatten(labels).to_numpy(zero_copy_only=False).reshape(-1, spec.num_labels)
+        return [float(c) for c in hot.sum(axis=0)]
     return []
