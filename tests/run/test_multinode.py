@@ -10,11 +10,14 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from helpers import ROOT, write_base_config
+from helpers import ROOT, run_dir, write_base_config
+from modules.data.demo import write_reviews
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -89,3 +92,97 @@ def test_two_nodes_follow_the_one_node_loss_trajectory(tmp_path, tiny_model_no_d
     for step, (a, b) in enumerate(zip(losses, expected)):
         assert abs(a - b) <= 1e-5 * abs(b), (step, a, b)
     assert max(expected) - min(expected) > 1e-3  # the weights move: not a comparison of two flat lines
+
+
+def _slurm_task(rank: int, config: Path, tmp_path: Path, extra: list[str]) -> subprocess.Popen:
+    """One task of `srun` on a 2-node allocation with one task per node: SLURM's variables, then the documented
+    `python main.py fit ... --trainer.num_nodes 2 --trainer.devices N` with N = 1 task per node."""
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "hf-lightning",
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_NNODES": "2",
+        "SLURM_NODELIST": "127.0.0.1",
+        "SLURM_PROCID": str(rank),
+        "SLURM_NODEID": str(rank),
+        "SLURM_LOCALID": "0",
+        "MASTER_PORT": os.environ["TEST_MASTER_PORT"],
+        "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",  # the fake scontrol
+    }
+    documented = _documented_srun()
+    assert documented[:2] == ["srun", "python"]
+    values = {"4": "1", "configs/bert.yaml": str(config)}
+    words = [sys.executable, *_substitute(documented[2:], values), "--trainer.accelerator", "cpu", *extra]
+    return subprocess.Popen(
+        words, cwd=ROOT, env=_env(**slurm), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _documented_srun() -> list[str]:
+    text = (ROOT / "docs" / "scaling.md").read_text()
+    match = re.search(r"^(srun python main.py fit .*)$", text, flags=re.MULTILINE)
+    assert match, "docs/scaling.md lost its srun command"
+    return shlex.split(match.group(1))
+
+
+def _run_job(config: Path, tmp_path: Path, extra: list[str] = ()) -> list[str]:
+    os.environ["TEST_MASTER_PORT"] = str(_free_port())
+    tasks = [_slurm_task(rank, config, tmp_path, list(extra)) for rank in (0, 1)]
+    outputs = [task.communicate(timeout=120)[0] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    return outputs
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
+
+
+def test_slurm_sigusr1_writes_a_checkpoint_and_the_requeued_job_resumes_exactly(tmp_path, tiny_model_no_dropout):
+    # 96 training rows, global batch 32 (16 per task): 3 steps per epoch, 4 epochs. SIGUSR1 after step 5 is mid-epoch.
+    data_dir = write_reviews(tmp_path / "data", {"train": 96, "validation": 32, "test": 32})
+    (tmp_path / "bin").mkdir()
+    scontrol = tmp_path / "bin" / "scontrol"  # records the requeue Lightning asks SLURM for
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "requeued"}\n')
+    scontrol.chmod(0o755)
+    data, trainer = {"dataset": str(data_dir), "batch_size": 16}, {"max_epochs": 4}
+
+    whole = write_base_config(
+        tmp_path / "whole",
+        tiny_model_no_dropout,
+        data=data,
+        trainer={**trainer, "default_root_dir": str(tmp_path / "whole")},
+    )
+    _run_job(whole, tmp_path)
+    expected = _weights(run_dir(tmp_path / "whole") / "checkpoints" / "last.ckpt")
+
+    job = write_base_config(
+        tmp_path / "job",
+        tiny_model_no_dropout,
+        data=data,
+        trainer={**trainer, "default_root_dir": str(tmp_path / "job")},
+    )
+    os.environ["TEST_MASTER_PORT"] = str(_free_port())
+    tasks = [_slurm_task(r, job, tmp_path, ["--trainer.callbacks+=helpers.PreemptAtStep"]) for r in (0, 1)]
+    hpc = tmp_path / "job" / "hpc_ckpt_1.ckpt"  # Lightning's requeue checkpoint, in default_root_dir
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "requeued").exists() and time.monotonic() < deadline:
+        if any(task.poll() is not None for task in tasks):
+            break
+        time.sleep(0.2)  # polling for the requeue, not a timing assumption
+    for task in tasks:
+        task.kill()  # SLURM ends the job once it is requeued
+        task.communicate(timeout=30)
+    assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
+    assert torch.load(hpc, weights_only=True)["global_step"] == 5
+
+    # The requeued job: the same command, no --ckpt_path; Lightning resumes from the hpc checkpoint under SLURM.
+    outputs = _run_job(job, tmp_path)
+    assert "hpc_ckpt_1.ckpt" in outputs[0], outputs[0][-3000:]
+    # Resumed without --ckpt_path, the requeued job logs as a new version; its last.ckpt is the finished run's.
+    last = run_dir(tmp_path / "job", version=1) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 12
+    resumed = _weights(last)
+    assert resumed.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(resumed[name], tensor), name
