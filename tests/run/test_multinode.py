@@ -19,7 +19,7 @@ import torch
 from helpers import ROOT, run_dir, write_base_config
 from modules.data.demo import write_reviews
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]  # about 80 s each on 2 shared cores
 
 HELPERS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests")}
 
