@@ -3,8 +3,10 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -154,3 +156,17 @@ class NanValLossAtEpoch(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
             trainer.callback_metrics["val_loss"] = torch.tensor(float("nan"))
+
+
+class PreemptAtStep(Callback):
+    """After `step` optimizer steps, send this process SIGUSR1 (what SLURM sends every task before its time limit),
+    then wait to be killed, as a preempted job does: the signal lands mid-epoch at the same step on every rank."""
+
+    def __init__(self, step: int = 5) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)  # Lightning's handler writes hpc_ckpt_1.ckpt and calls scontrol
+            while True:
+                time.sleep(1)  # until the test kills the job

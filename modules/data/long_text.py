@@ -1,0 +1,68 @@
+"""Long documents: split each into overlapping windows of `max_length` tokens, and fold window logits back into one
+row of logits per document (mean; max for multi-label), so metrics and predictions count documents, not windows."""
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from modules.errors import HFLightningError
+
+
+def check_stride(stride: int, max_length: int) -> None:
+    """Windows overlap by `stride` tokens; they must still move forward, so the stride is below `max_length`."""
+    if not 0 <= stride < max_length // 2:
+        raise HFLightningError(
+            f"--data.stride {stride} must be at least 0 and below half of --data.max_length ({max_length // 2}); "
+            "lower --data.stride or raise --data.max_length."
+        )
+
+
+def encode_windows(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_length: int,
+    stride: int,
+) -> dict[str, list]:
+    """Tokenize `texts` into windows of at most `max_length` tokens that overlap by `stride` tokens.
+
+    Returns the model inputs, one row per window, plus `document`: the index in `texts` each window comes from
+    (windows of one document are consecutive). A text that fits is one window, exactly as with truncation.
+    """
+    check_stride(stride, max_length)
+    encoded = tokenizer(
+        texts,
+        truncation=True,
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+    )
+    document = encoded.pop("overflow_to_sample_mapping")
+    return {**{key: list(value) for key, value in encoded.items()}, "document": list(document)}
+
+
+def truncated_share(lengths: list[int], max_length: int) -> float:
+    """The share of rows whose untruncated token length exceeds `max_length`: what truncation would cut."""
+    return sum(length > max_length for length in lengths) / len(lengths) if lengths else 0.0
+
+
+def aggregate_windows(logits: torch.Tensor, document: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """One row of logits per document from one row per window.
+
+    Args:
+        logits: `(windows, num_labels)` logits of every window.
+        document: `(windows,)` document index of each window, 0..documents-1, every document present.
+        multi_label: take each label's max over the windows (a label present anywhere is present), instead of the
+            mean (the document's evidence averaged for a single-label decision).
+
+    Returns:
+        `(documents, num_labels)` logits, row `d` for document `d`. A server that windows a request with
+        `encode_windows` calls this on the model's window logits to answer once per document.
+    """
+    if logits.shape[0] != document.shape[0]:
+        raise ValueError(f"{logits.shape[0]} window logits but {document.shape[0]} document indices")
+    documents = int(document.max()) + 1 if document.numel() else 0
+    index = document.long().unsqueeze(1).expand_as(logits)
+    if multi_label:
+        out = torch.full((documents, logits.shape[1]), float("-inf"), dtype=logits.dtype, device=logits.device)
+        return out.scatter_reduce(0, index, logits, reduce="amax", include_self=True)
+    out = torch.zeros((documents, logits.shape[1]), dtype=logits.dtype, device=logits.device)
+    return out.scatter_reduce(0, index, logits, reduce="mean", include_self=False)
