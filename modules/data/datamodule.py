@@ -1,38 +1,27 @@
-"""HFDataModule: load a Hub dataset or local files, check and encode labels, tokenize once (cached), batch by length."""
+"""HFDataModule: the data's settings, lifecycle, loaders and checkpoint state (`build` makes the splits)."""
 
 import os
 from typing import Literal
 
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from modules.data import arrow_rows, preprocess
+from modules.data.build import build, build_streaming
 from modules.data.collate import PaddingCollator
-from modules.data.labels import LabelSpec, infer_label_spec
+from modules.data.labels import LabelSpec
 from modules.data.sampler import LengthGroupedSampler, ResumableDataLoader
 from modules.data.sources import (
-    SPLIT_ALIASES,
     check_dataset_source,
     check_files_exist,
     check_model_source,
     file_list,
-    load_splits,
-    load_tokenizer,
-    select_splits,
 )
-from modules.data.streaming import StreamingBatches, StreamingDataLoader, open_stream
+from modules.data.streaming import StreamingBatches, StreamingDataLoader, check_streaming_arguments, open_stream
 from modules.errors import HFLightningError
-
-_STAGE_SPLITS = {
-    "fit": ("train", "validation"),
-    "validate": ("validation",),
-    "test": ("test",),
-    "predict": ("predict",),
-}
 
 
 class HFDataModule(LightningDataModule):
@@ -147,7 +136,7 @@ class HFDataModule(LightningDataModule):
                 "with --ckpt_path, only --data.predict_file)."
             )
         if streaming:
-            _check_streaming_arguments(data_files, label_names, task, label_column)
+            check_streaming_arguments(data_files, label_names, task, label_column)
         self.streaming = streaming
         self.label_names = label_names
         self.buffer_size = buffer_size
@@ -186,99 +175,8 @@ class HFDataModule(LightningDataModule):
     def _build(self, stage: str) -> dict:
         self.check_sources()
         if self.streaming and stage == "fit":
-            return self._build_streaming()
-        tokenizer = load_tokenizer(self.tokenizer_name_or_path)
-        raw = load_splits(
-            self.dataset,
-            self.dataset_config,
-            self.data_files,
-            self.predict_file,
-            self.predict_split,
-            self.text_column,
-        )
-        wanted = _STAGE_SPLITS[stage]
-        label_spec = self._label_spec(raw)
-        splits = select_splits(raw, wanted, self.validation_size, self.seed)
-        for name, split in splits.items():
-            self._check_columns(split, name)
-        datasets, label_counts, predict_raw, dropped = {}, None, None, {}
-        model_config = AutoConfig.from_pretrained(self.model_name_or_path)
-        max_length = preprocess.effective_max_length(self.max_length, tokenizer, model_config)
-        text_columns = [self.text_column] + ([self.text_pair_column] if self.text_pair_column else [])
-        for name, split in splits.items():
-            labeled = name != "predict"
-            if not labeled:
-                split = predict_raw = preprocess.drop_blank_inputs(
-                    split, text_columns, self.drop_invalid_rows, self._source_file(name, raw)
-                )
-            elif label_spec is None:
-                raise HFLightningError(
-                    f"the {name} split has labels but no train split to learn label names from: add one, or pass "
-                    "--ckpt_path to take the labels from a trained checkpoint."
-                )
-            else:
-                split, dropped[name] = preprocess.clean(
-                    split,
-                    name,
-                    label_spec,
-                    text_columns,
-                    self.label_column,
-                    self.drop_invalid_rows,
-                    self._source_file(name, raw),
-                )
-            datasets[name] = preprocess.tokenize(
-                split,
-                name,
-                tokenizer,
-                max_length,
-                self.text_column,
-                self.text_pair_column,
-                keep_labels=labeled,
-                num_proc=self.preprocessing_num_workers,
-            )
-            preprocess.check_token_ids(
-                datasets[name], name, model_config, self.tokenizer_name_or_path, self.model_name_or_path
-            )
-            if name == "train":
-                preprocess.check_unknown_tokens(datasets[name], split[self.text_column], tokenizer)
-                label_counts = preprocess.label_counts(arrow_rows.column(datasets[name], "labels"), label_spec)
-        return {
-            "tokenizer": tokenizer,
-            "label_spec": label_spec,
-            "label_counts": label_counts,
-            "datasets": datasets,
-            "predict_raw": predict_raw,
-            "dropped_rows": dropped,
-            "max_length": max_length,
-            "example_text": next(
-                (splits[s][self.text_column][0] for s in ("validation", "train") if s in splits and len(splits[s])),
-                None,
-            ),
-        }
-
-    def _build_streaming(self) -> dict:
-        # The train split stays a stream (opened per rank in `train_dataloader`); validation is map-style.
-        tokenizer = load_tokenizer(self.tokenizer_name_or_path)
-        model_config = AutoConfig.from_pretrained(self.model_name_or_path)
-        max_length = preprocess.effective_max_length(self.max_length, tokenizer, model_config)
-        label_spec = LabelSpec("single_label", tuple(self.label_names))
-        raw = load_splits(None, None, {"validation": self.data_files["validation"]}, None, "test", self.text_column)
-        split = raw["validation"]
-        self._check_columns(split, "validation")
-        text_columns = [self.text_column] + ([self.text_pair_column] if self.text_pair_column else [])
-        split = preprocess.clean(split, "validation", label_spec, text_columns, self.label_column, True)
-        validation = preprocess.tokenize(
-            split, "validation", tokenizer, max_length, self.text_column, self.text_pair_column, True, None
-        )
-        self._streaming_max_length = max_length
-        return {
-            "tokenizer": tokenizer,
-            "label_spec": label_spec,
-            "label_counts": None,
-            "datasets": {"validation": validation},
-            "predict_raw": None,
-            "example_text": split[self.text_column][0] if len(split) else None,
-        }
+            return build_streaming(self)
+        return build(self, stage)
 
     def _streaming_train_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -296,7 +194,7 @@ class HFDataModule(LightningDataModule):
         batches = StreamingBatches(
             stream,
             self.tokenizer,
-            self._streaming_max_length,
+            self.effective_max_length,
             self.text_column,
             self.text_pair_column,
             self.label_column,
@@ -313,44 +211,6 @@ class HFDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def _check_columns(self, split: Dataset, name: str) -> None:
-        needed = [("--data.text_column", self.text_column)]
-        if self.text_pair_column:
-            needed.append(("--data.text_pair_column", self.text_pair_column))
-        if name != "predict":
-            needed += [("--data.label_column", column) for column in _as_list(self.label_column)]
-        for flag, column in needed:
-            if column not in split.column_names:
-                raise HFLightningError(
-                    f"the {name} split has no column {column!r} (set by {flag}); its columns are {split.column_names}."
-                )
-
-    def _label_spec(self, raw: DatasetDict) -> LabelSpec | None:
-        if "train" not in raw:
-            return self._model_label_spec()
-        self._check_columns(raw["train"], "train")
-        return infer_label_spec(raw["train"], self.label_column, self.task)
-
-    def _source_file(self, name: str, raw: DatasetDict) -> str | None:
-        """The one file a split was read from, row for row (so errors can name its lines); None for several files,
-        folders, Hub datasets and a validation split carved out of train."""
-        if name == "predict":
-            return self.predict_file
-        if name in ("train", "validation") and "validation" not in raw:
-            return None  # rows shuffled by the carve-out
-        files = self.data_files if isinstance(self.data_files, dict) else {}
-        file = next((v for k, v in files.items() if SPLIT_ALIASES.get(k, k) == name), None)
-        if isinstance(file, list) and len(file) == 1:
-            file = file[0]
-        return file if isinstance(file, str) and os.path.isfile(os.path.expanduser(file)) else None
-
-    def _model_label_spec(self) -> LabelSpec | None:
-        """No train split (`test --ckpt_path X` on a file): the task and labels the model holds from its checkpoint."""
-        model = self.trainer.lightning_module if self.trainer else None
-        task = getattr(model, "task", None)
-        names = model.hparams.get("label_names") if model is not None else None
-        return LabelSpec(task, tuple(names)) if task and names else None
 
     # ------------------------------------------------------------------------------------------- dataloaders
     def collator(self) -> PaddingCollator:
@@ -437,24 +297,3 @@ class HFDataModule(LightningDataModule):
 
     def _global_batch_size(self) -> int:
         return self.batch_size * (self.trainer.world_size if self.trainer else 1)
-
-
-def _check_streaming_arguments(
-    data_files: object, label_names: list[str] | None, task: str, label_column: object
-) -> None:
-    if not label_names:
-        raise HFLightningError(
-            "--data.streaming true needs the label names up front (a stream cannot be scanned for them): set "
-            "--data.label_names '[neg, pos]' (integer labels are ids into that list)."
-        )
-    if task not in ("auto", "single_label") or isinstance(label_column, list):
-        raise HFLightningError("--data.streaming true trains single-label data; set --data.streaming false.")
-    if not isinstance(data_files, dict) or "train" not in data_files or "validation" not in data_files:
-        raise HFLightningError(
-            "--data.streaming true needs --data.data_files '{train: big.csv, validation: dev.csv}' (the train file "
-            "is streamed, validation is loaded whole)."
-        )
-
-
-def _as_list(value: object) -> list:
-    return value if isinstance(value, list) else [value]

@@ -192,3 +192,21 @@ class StreamingDataLoader(DataLoader):
             self.dataset.positions.clear()
             self.dataset.batches_yielded = 0
             self._offset = local["batches_done"]
+
+
+def check_streaming_arguments(
+    data_files: object, label_names: list[str] | None, task: str, label_column: object
+) -> None:
+    """`--data.streaming true`'s settings, checked when the datamodule is built (before any data is read)."""
+    if not label_names:
+        raise HFLightningError(
+            "--data.streaming true needs the label names up front (a stream cannot be scanned for them): set "
+            "--data.label_names '[neg, pos]' (integer labels are ids into that list)."
+        )
+    if task not in ("auto", "single_label") or isinstance(label_column, list):
+        raise HFLightningError("--data.streaming true trains single-label data; set --data.streaming false.")
+    if not isinstance(data_files, dict) or "train" not in data_files or "validation" not in data_files:
+        raise HFLightningError(
+            "--data.streaming true needs --data.data_files '{train: big.csv, validation: dev.csv}' (the train file "
+            "is streamed, validation is loaded whole)."
+        )

@@ -1,0 +1,164 @@
+"""From sources to tokenized splits: what `HFDataModule.prepare_data` / `setup` build for a stage.
+
+`build` loads the splits a stage needs, checks their columns, cleans and encodes labels, tokenizes (cached) and
+checks token ids; `build_streaming` does the same for a streamed `fit`, whose train split stays a stream (opened
+per rank by the datamodule's `train_dataloader`). Both return the values `setup` assigns, and assign nothing.
+"""
+
+import os
+from typing import TYPE_CHECKING
+
+from datasets import Dataset, DatasetDict
+from transformers import AutoConfig
+
+from modules.data import arrow_rows, preprocess
+from modules.data.labels import LabelSpec, infer_label_spec
+from modules.data.sources import SPLIT_ALIASES, load_splits, load_tokenizer, select_splits
+from modules.errors import HFLightningError
+
+if TYPE_CHECKING:
+    from modules.data.datamodule import HFDataModule
+
+STAGE_SPLITS = {
+    "fit": ("train", "validation"),
+    "validate": ("validation",),
+    "test": ("test",),
+    "predict": ("predict",),
+}
+
+
+def build(dm: "HFDataModule", stage: str) -> dict:
+    """The tokenizer, label spec, tokenized splits and data report for `stage`, from `dm`'s settings."""
+    tokenizer = load_tokenizer(dm.tokenizer_name_or_path)
+    raw = load_splits(dm.dataset, dm.dataset_config, dm.data_files, dm.predict_file, dm.predict_split, dm.text_column)
+    spec = label_spec(dm, raw)
+    splits = select_splits(raw, STAGE_SPLITS[stage], dm.validation_size, dm.seed)
+    for name, split in splits.items():
+        check_columns(dm, split, name)
+    datasets, label_counts, predict_raw, dropped = {}, None, None, {}
+    model_config = AutoConfig.from_pretrained(dm.model_name_or_path)
+    max_length = preprocess.effective_max_length(dm.max_length, tokenizer, model_config)
+    for name, split in splits.items():
+        labeled = name != "predict"
+        if not labeled:
+            split = predict_raw = preprocess.drop_blank_inputs(
+                split, text_columns(dm), dm.drop_invalid_rows, source_file(dm, name, raw)
+            )
+        elif spec is None:
+            raise HFLightningError(
+                f"the {name} split has labels but no train split to learn label names from: add one, or pass "
+                "--ckpt_path to take the labels from a trained checkpoint."
+            )
+        else:
+            split, dropped[name] = preprocess.clean(
+                split,
+                name,
+                spec,
+                text_columns(dm),
+                dm.label_column,
+                dm.drop_invalid_rows,
+                source_file(dm, name, raw),
+            )
+        datasets[name] = preprocess.tokenize(
+            split,
+            name,
+            tokenizer,
+            max_length,
+            dm.text_column,
+            dm.text_pair_column,
+            keep_labels=labeled,
+            num_proc=dm.preprocessing_num_workers,
+        )
+        preprocess.check_token_ids(datasets[name], name, model_config, dm.tokenizer_name_or_path, dm.model_name_or_path)
+        if name == "train":
+            preprocess.check_unknown_tokens(datasets[name], split[dm.text_column], tokenizer)
+            label_counts = preprocess.label_counts(arrow_rows.column(datasets[name], "labels"), spec)
+    return {
+        "tokenizer": tokenizer,
+        "label_spec": spec,
+        "label_counts": label_counts,
+        "datasets": datasets,
+        "predict_raw": predict_raw,
+        "dropped_rows": dropped,
+        "max_length": max_length,
+        "example_text": next(
+            (splits[s][dm.text_column][0] for s in ("validation", "train") if s in splits and len(splits[s])),
+            None,
+        ),
+    }
+
+
+def build_streaming(dm: "HFDataModule") -> dict:
+    """`build` for a streamed `fit`: validation is loaded whole and tokenized; train is left to the stream."""
+    tokenizer = load_tokenizer(dm.tokenizer_name_or_path)
+    model_config = AutoConfig.from_pretrained(dm.model_name_or_path)
+    max_length = preprocess.effective_max_length(dm.max_length, tokenizer, model_config)
+    spec = LabelSpec("single_label", tuple(dm.label_names))
+    raw = load_splits(None, None, {"validation": dm.data_files["validation"]}, None, "test", dm.text_column)
+    split = raw["validation"]
+    check_columns(dm, split, "validation")
+    split, dropped = preprocess.clean(
+        split, "validation", spec, text_columns(dm), dm.label_column, True, source_file(dm, "validation", raw)
+    )
+    validation = preprocess.tokenize(
+        split, "validation", tokenizer, max_length, dm.text_column, dm.text_pair_column, True, None
+    )
+    return {
+        "tokenizer": tokenizer,
+        "label_spec": spec,
+        "label_counts": None,
+        "datasets": {"validation": validation},
+        "predict_raw": None,
+        "dropped_rows": {"validation": dropped},
+        "max_length": max_length,
+        "example_text": split[dm.text_column][0] if len(split) else None,
+    }
+
+
+def text_columns(dm: "HFDataModule") -> list[str]:
+    return [dm.text_column] + ([dm.text_pair_column] if dm.text_pair_column else [])
+
+
+def check_columns(dm: "HFDataModule", split: Dataset, name: str) -> None:
+    """A clear error naming the flag when the split lacks a text or label column."""
+    needed = [("--data.text_column", dm.text_column)]
+    if dm.text_pair_column:
+        needed.append(("--data.text_pair_column", dm.text_pair_column))
+    if name != "predict":
+        labels = dm.label_column if isinstance(dm.label_column, list) else [dm.label_column]
+        needed += [("--data.label_column", column) for column in labels]
+    for flag, column in needed:
+        if column not in split.column_names:
+            raise HFLightningError(
+                f"the {name} split has no column {column!r} (set by {flag}); its columns are {split.column_names}."
+            )
+
+
+def label_spec(dm: "HFDataModule", raw: DatasetDict) -> LabelSpec | None:
+    """The task and label names: from the train split, else from the model's checkpoint."""
+    if "train" not in raw:
+        return model_label_spec(dm)
+    check_columns(dm, raw["train"], "train")
+    return infer_label_spec(raw["train"], dm.label_column, dm.task)
+
+
+def model_label_spec(dm: "HFDataModule") -> LabelSpec | None:
+    """No train split (`test --ckpt_path X` on a file): the task and labels the model holds from its checkpoint."""
+    model = dm.trainer.lightning_module if dm.trainer else None
+    task = getattr(model, "task", None)
+    names = model.hparams.get("label_names") if model is not None else None
+    return LabelSpec(task, tuple(names)) if task and names else None
+
+
+def source_file(dm: "HFDataModule", name: str, raw: DatasetDict) -> str | None:
+    """The one file a split was read from, row for row (so errors can name its lines); None for several files,
+    folders, Hub datasets and a validation split carved out of train."""
+    if name == "predict":
+        return dm.predict_file
+    if name in ("train", "validation") and "validation" not in raw:
+        return None  # rows shuffled by the carve-out
+    files = dm.data_files if isinstance(dm.data_files, dict) else {}
+    file = next((v for k, v in files.items() if SPLIT_ALIASES.get(k, k) == name), None)
+    if isinstance(file, list) and len(file) == 1:
+        file = file[0]
+    return file if isinstance(file, str) and os.path.isfile(os.path.expanduser(file)) else None
