@@ -5,7 +5,7 @@ import sys
 import time
 from typing import Any
 
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
 
@@ -123,3 +123,22 @@ def _batch_size(batch: Any) -> int:
     if isinstance(batch, dict) and "input_ids" in batch:
         return len(batch["input_ids"])
     return 0
+
+
+class LogInterval(Callback):
+    """Lowers `log_every_n_steps` (left unset: Lightning's 50) to the number of training batches in an epoch when
+    an epoch is shorter: a small dataset then still logs its training loss, and Lightning has nothing to warn about.
+    Added by the CLI only when the config does not set `trainer.log_every_n_steps`."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if stage != "fit" or datamodule is None or getattr(datamodule, "streaming", False):
+            return  # a stream has no length: Lightning does not warn
+        try:
+            batches = len(datamodule.train_dataloader())
+        except TypeError:  # a loader without a length
+            return
+        limit = trainer.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+        if 0 < batches < trainer.log_every_n_steps:
+            trainer.log_every_n_steps = batches

@@ -68,3 +68,17 @@ def test_plain_progress_lines_in_test_and_predict(tmp_path, tiny_model, reviews_
         cli_main([stage, "--config", str(base), *flags])
         lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{stage} batch")]
         assert lines == [f"{stage} batch 2/4", f"{stage} batch 4/4"]
+
+
+@pytest.mark.parametrize(("flags", "interval"), [([], 5), (["--trainer.log_every_n_steps", "50"], 50)])
+def test_short_epoch_logs_every_batch_unless_the_interval_is_set(flags, interval, tmp_path, tiny_model, reviews_dir):
+    import warnings
+
+    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})
+    args = ["fit", "--config", str(base), "--trainer.limit_train_batches", "5", "--trainer.max_epochs", "1", *flags]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = cli_main(args)
+    assert cli.trainer.log_every_n_steps == interval
+    said = [w for w in caught if "logging interval" in str(w.message)]
+    assert len(said) == (1 if flags else 0)  # an interval the user set is theirs: Lightning's note then stands
