@@ -40,6 +40,27 @@ class _PlainText(logging.Filter):
         return True
 
 
+class _NewHeadInOneLine(logging.Filter):
+    """transformers' LOAD REPORT when the only missing weights are the new classification head (what fine-tuning a
+    pretrained encoder always gives): one line saying so. Any other report (unexpected or mismatched weights, a
+    missing encoder weight) still shows whole."""
+
+    HEADS = ("classifier", "pre_classifier", "score")
+    ROW = re.compile(r"^(\S+)\s*\|\s*([A-Z_]+)\s*\|")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str) or "LOAD REPORT" not in record.msg:
+            return True
+        lines = _ANSI.sub("", record.msg).splitlines()
+        title = re.match(r"^(\S+) LOAD REPORT from: (.*)$", lines[0].strip())
+        rows = [m.groups() for m in map(self.ROW.match, lines[1:]) if m and m.group(1) != "Key"]
+        if title and rows and all(status == "MISSING" and key.split(".")[0] in self.HEADS for key, status in rows):
+            keys = ", ".join(sorted(key for key, _ in rows))
+            record.msg = f"{title.group(1)} from {title.group(2)}: a new classification head ({keys}), trained by fit."
+            record.args = ()
+        return True
+
+
 def _add_once(logger_name: str, log_filter: logging.Filter) -> None:
     logger = logging.getLogger(logger_name)
     if not any(type(f) is type(log_filter) for f in logger.filters):
@@ -48,12 +69,14 @@ def _add_once(logger_name: str, log_filter: logging.Filter) -> None:
 
 def quiet_library_noise() -> None:
     """Idempotent: adds each filter once."""
-    # Lightning's advertisements for its cloud products (litlogger, litmodels), printed on every run; and its note
-    # that a model summary is configured, when it is our own plain one for log files (see `plain_output`).
+    # Lightning's advertisements for its cloud products (litlogger, litmodels), printed on every run; its note that
+    # a model summary is configured, when it is our own plain one for log files (see `plain_output`); and its note
+    # that the warmup schedule's length was counted from the train loader (an internal step of every fit).
     _add_once(
         "lightning.pytorch.utilities.rank_zero",
         _DropMessages(
             "💡 Tip: For seamless cloud",
+            "Loading `train_dataloader` to estimate number of stepping batches.",
             "Trainer already configured with model summary callbacks: "
             "[<class 'lightning.pytorch.callbacks.model_summary.ModelSummary'>]",
         ),
@@ -63,6 +86,7 @@ def quiet_library_noise() -> None:
     # Local dataset folders with a README.md but no YAML header (ours, the user's): nothing to fix for training.
     _add_once("huggingface_hub.repocard", _DropMessages("Repo card metadata block was not found"))
     _add_once("transformers.modeling_utils", _PlainText())
+    _add_once("transformers.modeling_utils", _NewHeadInOneLine())
     # Lightning's own call of a torch API it has not caught up with (lightning 2.6 with torch 2.13).
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", module=r"lightning\.pytorch\.utilities"

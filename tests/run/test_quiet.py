@@ -12,6 +12,7 @@ def test_lightning_tips_are_dropped_other_info_kept(caplog):
     quiet_library_noise()
     with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
         rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing litlogger")
+        rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
         rank_zero_info("GPU available: False, used: False")
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
 
@@ -64,3 +65,21 @@ def test_model_summary_precision_warning_dropped_elsewhere_kept():
         warnings.warn_explicit(message, UserWarning, "model_summary.py", 243, module=module)
         warnings.warn_explicit(message, UserWarning, "ours.py", 1, module="modules.model.module")
     assert [w.filename for w in caught] == ["ours.py"]
+
+
+def test_load_report_of_only_a_new_head_is_one_line_others_stay_whole(tmp_path, caplog):
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertForMaskedLM, BertModel
+
+    quiet_library_noise()
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertModel(config).save_pretrained(tmp_path / "encoder")  # fine-tuning a pretrained encoder: only the head is new
+    BertForMaskedLM(config).save_pretrained(tmp_path / "mlm")  # an MLM head left over: unexpected weights
+    with caplog.at_level(logging.WARNING, logger="transformers"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "encoder", num_labels=2)
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "mlm", num_labels=2)
+    reports = [r.getMessage() for r in caplog.records if "classifier.weight" in r.getMessage()]
+    assert reports[0] == (
+        f"BertForSequenceClassification from {tmp_path / 'encoder'}: a new classification head (classifier.bias, "
+        "classifier.weight), trained by fit."
+    )
+    assert "LOAD REPORT" in reports[1] and "UNEXPECTED" in reports[1] and len(reports[1].splitlines()) > 3
