@@ -7,11 +7,14 @@ minute on a CPU. The tests build the same things in a temporary folder.
 
 import argparse
 import random
+import sys
 from pathlib import Path
 
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+from modules.run.quiet import plain_output
 
 POSITIVE = ["great", "wonderful", "moving", "brilliant", "charming", "superb", "funny", "delightful"]
 NEGATIVE = ["dull", "awful", "boring", "clumsy", "tedious", "bland", "messy", "lifeless"]
@@ -82,6 +85,8 @@ def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir", type=Path)
     parsed = parser.parse_args(args)
+    if not sys.stderr.isatty():
+        plain_output()  # `make demo > log`: no progress bars redrawn with carriage returns in the file
     model = write_tiny_bert(parsed.output_dir / "model")
     data = write_reviews(parsed.output_dir / "reviews")
     print(f"Wrote a tiny BERT to {model} and a review dataset to {data}")
