@@ -1,6 +1,8 @@
 """Row checks and label encoding on Arrow columns, so preparing N rows never builds N-element Python lists."""
 
-from collections.abc import Callable
+import ctypes
+import sys
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,15 +21,65 @@ def column(split: Dataset, name: str) -> pa.ChunkedArray:
     return split.with_format("arrow").select_columns([name])[:][name]
 
 
+CHUNK_ROWS = 65_536  # rows per Arrow compute call: a copy made along the way (trimmed text, flattened ids) stays small
+
+
+def chunks(values: pa.ChunkedArray) -> Iterator[tuple[int, pa.ChunkedArray]]:
+    """`(offset, zero-copy slice of CHUNK_ROWS rows)` pairs covering `values` in order. The file pages a scan has
+    read are handed back every few slices and at the end (`release_mapped_pages`), so a scan of a column larger
+    than memory holds a few slices of it, not all it has read."""
+    rows = CHUNK_ROWS
+    for i, start in enumerate(range(0, len(values), rows)):
+        yield start, values.slice(start, rows)
+        if i % 8 == 7:
+            release_mapped_pages()
+    release_mapped_pages()
+
+
+def release_mapped_pages() -> None:
+    """Unmap the pages this process has read from memory-mapped Arrow files (the datasets cache); Linux only.
+
+    Reading a memory-mapped column counts every page read in the process's resident memory for as long as the file
+    stays mapped, although the pages are the file's and the kernel's page cache holds them anyway.
+    `madvise(MADV_DONTNEED)` on a read-only mapping drops them from this process only: a later read maps them again
+    from the page cache (or the file). Writable mappings are never touched."""
+    if _LIBC is None:
+        return
+    try:
+        with open("/proc/self/maps") as maps:
+            regions = [line.split(maxsplit=5) for line in maps]
+    except OSError:
+        return
+    for fields in regions:
+        if len(fields) == 6 and fields[1] in ("r--p", "r--s") and fields[5].rstrip().endswith(".arrow"):
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+_MADV_DONTNEED = 4  # Linux's value on every architecture
+_LIBC = _load_libc()
+
+
 def blank_text_mask(split: Dataset, text_columns: list[str]) -> np.ndarray:
     """True where any text column is missing or only whitespace."""
     blank = np.zeros(len(split), dtype=bool)
     for name in text_columns:
-        values = column(split, name)
-        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-            values = pc.cast(values, pa.string())
-        empty = pc.equal(pc.utf8_trim_whitespace(values), "")
-        blank |= pc.fill_null(empty, True).to_numpy(zero_copy_only=False)
+        for start, values in chunks(column(split, name)):
+            if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                values = pc.cast(values, pa.string())
+            empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), True)
+            blank[start : start + len(values)] |= empty.to_numpy(zero_copy_only=False)
     return blank
 
 

@@ -69,6 +69,7 @@ def build(dm: "HFDataModule", stage: str) -> dict:
             keep_labels=labeled,
             num_proc=dm.preprocessing_num_workers,
         )
+        arrow_rows.release_mapped_pages()  # the pages tokenization read and wrote
         preprocess.check_token_ids(datasets[name], name, model_config, dm.tokenizer_name_or_path, dm.model_name_or_path)
         if name == "train":
             preprocess.check_unknown_tokens(datasets[name], split[dm.text_column], tokenizer)

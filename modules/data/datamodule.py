@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from modules.data import arrow_rows
 from modules.data.build import build, build_streaming
 from modules.data.collate import PaddingCollator
 from modules.data.labels import LabelSpec
@@ -230,7 +231,7 @@ class HFDataModule(LightningDataModule):
         trainer = self.trainer
         batch_size = self.batch_size if train else self.eval_batch_size
         sampler = LengthGroupedSampler(
-            dataset["length"][:],
+            arrow_rows.column(dataset, "length").to_numpy(),
             batch_size,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,

@@ -140,7 +140,9 @@ def check_token_ids(
     vocab_size = getattr(config, "vocab_size", None)
     if not isinstance(vocab_size, int) or len(split) == 0:
         return
-    largest = pc.max(pc.list_flatten(split.data.column("input_ids"))).as_py()
+    ids = arrow_rows.column(split, "input_ids")
+    maxima = (pc.max(pc.list_flatten(part)).as_py() for _, part in arrow_rows.chunks(ids))
+    largest = max((m for m in maxima if m is not None), default=None)
     if largest is not None and largest >= vocab_size:
         raise HFLightningError(
             f"the tokenizer {tokenizer_name_or_path} produced token id {largest} in the {name} split, but the "
@@ -187,10 +189,14 @@ def check_unknown_tokens(
     unk = tokenizer.unk_token_id
     if unk is None or len(encoded) == 0:
         return 0.0
-    ids = pc.list_flatten(encoded.with_format("arrow")["input_ids"])
     special = [i for i in tokenizer.all_special_ids if i != unk]
-    total = len(ids) - (pc.sum(pc.is_in(ids, value_set=pa.array(special, ids.type))).as_py() or 0 if special else 0)
-    rate = (pc.sum(pc.equal(ids, unk)).as_py() or 0) / max(total, 1)
+    total = unknown = 0
+    for _, part in arrow_rows.chunks(arrow_rows.column(encoded, "input_ids")):
+        ids = pc.list_flatten(part)
+        n_special = pc.sum(pc.is_in(ids, value_set=pa.array(special, ids.type))).as_py() or 0 if special else 0
+        total += len(ids) - n_special
+        unknown += pc.sum(pc.equal(ids, unk)).as_py() or 0
+    rate = unknown / max(total, 1)
     if rate > threshold:
         row = next(i for i, row_ids in enumerate(encoded["input_ids"]) if unk in row_ids)
         rank_zero_warn(
