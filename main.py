@@ -46,7 +46,7 @@ from modules.run.paths import (
     run_name,
     run_version,
 )
-from modules.run.progress import LogInterval, default_progress_bar
+from modules.run.progress import LogInterval, PlainModelSummary, default_progress_bar
 from modules.run.quiet import plain_output, quiet_library_noise
 
 CKPT_PATH_HELP = (
@@ -208,7 +208,7 @@ class HFLightningCLI(LightningCLI):
         # In a log file, Lightning's plain summary table (Rich's is drawn for a terminal).
         summary = config.get("enable_model_summary") is not False and not config.get("barebones")
         if summary and not sys.stdout.isatty() and not any(isinstance(c, ModelSummary) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, ModelSummary()]
+            kwargs["callbacks"] = [*callbacks, PlainModelSummary()]
         # A short epoch still logs its training loss (Lightning's default interval is 50 batches).
         if config.get("log_every_n_steps") is None and not config.get("barebones"):
             callbacks = kwargs.get("callbacks", callbacks)

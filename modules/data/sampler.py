@@ -44,7 +44,7 @@ class LengthGroupedSampler(DistributedSampler):
         mega_batch_size: int = 50,
     ) -> None:
         # No super().__init__: it needs the dataset only for its length, which `lengths` gives.
-        self.lengths = torch.as_tensor(lengths)
+        self.lengths = torch.tensor(lengths)  # a copy: a read-only Arrow-backed array cannot back a tensor
         self.batch_size = batch_size
         self.num_replicas = num_replicas
         self.rank = rank

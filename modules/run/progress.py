@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar, RichProgressBar
 
 
 def default_progress_bar(interactive: bool | None = None) -> ProgressBar:
@@ -142,3 +142,14 @@ class LogInterval(Callback):
         batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
         if 0 < batches < trainer.log_every_n_steps:
             trainer.log_every_n_steps = batches
+
+
+class PlainModelSummary(ModelSummary):
+    """Lightning's plain summary table for log files, without its FLOPs column when nothing was counted: FLOPs are
+    counted only for a model with an `example_input_array`, which ours has not, so the column is all zeros."""
+
+    @staticmethod
+    def summarize(summary_data: list, *args: Any, total_flops: int = 0, **kwargs: Any) -> None:
+        if not total_flops:
+            summary_data = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        ModelSummary.summarize(summary_data, *args, total_flops=total_flops, **kwargs)

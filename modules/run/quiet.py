@@ -78,7 +78,7 @@ def quiet_library_noise() -> None:
             "💡 Tip: For seamless cloud",
             "Loading `train_dataloader` to estimate number of stepping batches.",
             "Trainer already configured with model summary callbacks: "
-            "[<class 'lightning.pytorch.callbacks.model_summary.ModelSummary'>]",
+            "[<class 'modules.run.progress.PlainModelSummary'>]",
         ),
     )
     # FLOPs are counted only for a model with `example_input_array`; ours has none, so the total is always 0.
