@@ -1,0 +1,78 @@
+"""`python -m modules.serve MODEL_DIR`: serve an `hf_model/` export (or a `.ckpt`) on LitServe.
+
+POST /predict  {"inputs": ["text", ...], "top_k": 1}   -> {"predictions": [{"label": ..., "score": ...}, ...]}
+GET  /health   "ok" once the model is loaded;   GET /info   model, task, labels, max_length, server settings
+"""
+
+import argparse
+import os
+import sys
+
+from modules.errors import HFLightningError
+
+
+def parse(args: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m modules.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="an hf_model/ export folder, or a Lightning .ckpt (exported first)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max_batch_size", type=int, default=16, help="requests LitServe batches together")
+    parser.add_argument("--batch_timeout", type=float, default=0.005, help="seconds a batch waits to fill up")
+    parser.add_argument("--rows_per_pass", type=int, default=64, help="inputs per forward pass within a batch")
+    parser.add_argument("--max_length", type=int, default=None, help="tokens per input; default the model's")
+    parser.add_argument("--threshold", type=float, default=0.5, help="multi-label: probability to count a label")
+    parser.add_argument("--max_inputs", type=int, default=64, help="inputs per request")
+    parser.add_argument("--max_chars", type=int, default=20_000, help="characters per text")
+    parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="request body size")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a request gets a 504")
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--workers_per_device", type=int, default=1, help="model copies per device (1 per GPU)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per CPU worker; default: cores / workers"
+    )
+    options = parser.parse_args(args)
+    for name in ("max_batch_size", "rows_per_pass", "max_inputs", "max_chars", "max_body_bytes", "workers_per_device"):
+        if getattr(options, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return options
+
+
+def main(args: list[str] | None = None) -> None:
+    options = parse(args)
+    try:
+        import litserve as ls
+    except ImportError:
+        sys.exit("error: serving needs LitServe: pip install -e '.[serve]'")
+    from modules.serve.api import ClassifierAPI, describe, model_folder
+    from modules.serve.limits import Limits, RequestLimits
+
+    try:
+        folder = model_folder(options.model)
+        info = describe(folder, options.max_length)
+    except (HFLightningError, OSError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers_per_device)
+    api = ClassifierAPI(
+        folder,
+        info,
+        options.threshold,
+        options.rows_per_pass,
+        threads,
+        max_batch_size=options.max_batch_size,
+        batch_timeout=options.batch_timeout,
+    )
+    limits = Limits(options.max_body_bytes, options.max_inputs, options.max_chars)
+    server = ls.LitServer(
+        api,
+        accelerator=options.accelerator,
+        workers_per_device=options.workers_per_device,
+        timeout=options.timeout,
+        model_metadata=info,
+        middlewares=[(RequestLimits, {"limits": limits})],
+    )
+    print(f"Serving {info['model']} ({info['task']}, labels {info['labels']}) on http://{options.host}:{options.port}")
+    server.run(host=options.host, port=options.port, num_api_servers=1, generate_client_file=False)
+
+
+if __name__ == "__main__":
+    main()

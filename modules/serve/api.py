@@ -1,0 +1,116 @@
+"""The LitServe API: an exported classifier, dynamic batches sorted by length, answers in input order."""
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import litserve as ls
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from modules.data.labels import TASKS
+from modules.errors import HFLightningError
+from modules.model.loss import task_outputs
+
+
+def model_folder(path: str | Path) -> Path:
+    """An `hf_model/` export as is; a Lightning checkpoint exported to a temporary folder first."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.suffix == ".ckpt":
+        from modules.outputs.export import export_checkpoint
+
+        return export_checkpoint(path, tempfile.mkdtemp(prefix="hf-lightning-serve-"))
+    if not (path / "config.json").is_file():
+        raise HFLightningError(
+            f"{path}: not a model export (no config.json) or a .ckpt file. Serve the `hf_model/` folder of a run "
+            "(logs/<name>/version_N/hf_model) or one of its checkpoints."
+        )
+    return path
+
+
+def describe(folder: Path, max_length: int | None) -> dict:
+    """What `/info` says: the model, its task, label names (in id order) and the longest input in tokens."""
+    config = AutoConfig.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    limit = getattr(config, "max_position_embeddings", None) or 512
+    longest = min(max_length or tokenizer.model_max_length, limit)
+    task = TASKS.get(config.problem_type or "single_label_classification", "single_label")
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    return {"model": str(folder), "task": task, "labels": labels, "max_length": longest}
+
+
+class ClassifierAPI(ls.LitAPI):
+    """Requests are checked before they are queued (`limits`); here every request is a valid `{"inputs": [...]}`."""
+
+    def __init__(self, folder: Path, info: dict, threshold: float, rows_per_pass: int, threads: int, **kwargs):
+        super().__init__(**kwargs)
+        self.folder, self.info, self.threshold = folder, info, threshold
+        self.rows_per_pass, self.threads = rows_per_pass, threads
+
+    def setup(self, device: str) -> None:
+        if device == "cpu":
+            torch.set_num_threads(self.threads)
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        model = AutoModelForSequenceClassification.from_pretrained(self.folder)
+        self.model = model.to(device).eval()
+
+    def decode_request(self, request):  # noqa: ANN001, ANN201 (no annotation: LitServe passes the parsed JSON)
+        inputs = request["inputs"]
+        return ([inputs] if isinstance(inputs, str) else inputs), request.get("top_k", 1)
+
+    def batch(self, requests: list) -> list:
+        return requests
+
+    def unbatch(self, outputs: list) -> list:
+        return outputs
+
+    def predict(self, requests: Any) -> list:
+        batched = self.max_batch_size > 1
+        requests = requests if batched else [requests]
+        items = [(r, i, item) for r, (inputs, _) in enumerate(requests) for i, item in enumerate(inputs)]
+        scores: dict[tuple[int, int], list[float] | float] = {}
+        for pairs in (False, True):
+            group = [(r, i, item) for r, i, item in items if _pair(item) == pairs]
+            # Longest first, in passes of similar lengths: little padding, and the order is undone below.
+            group.sort(key=lambda entry: -sum(map(len, entry[2] if pairs else [entry[2]])))
+            for start in range(0, len(group), self.rows_per_pass):
+                part = group[start : start + self.rows_per_pass]
+                values = self._scores([item for _, _, item in part], pairs)
+                scores.update({(r, i): value for (r, i, _), value in zip(part, values)})
+        answers = [
+            [self._answer(scores[(r, i)], top_k) for i in range(len(inputs))]
+            for r, (inputs, top_k) in enumerate(requests)
+        ]
+        return answers if batched else answers[0]
+
+    @torch.inference_mode()
+    def _scores(self, items: list, pairs: bool) -> list:
+        first = [item[0] for item in items] if pairs else items
+        second = [item[1] for item in items] if pairs else None
+        encoded = self.tokenizer(
+            first, second, truncation=True, max_length=self.info["max_length"], padding=True, return_tensors="pt"
+        ).to(self.device)
+        logits = self.model(**encoded).logits
+        return task_outputs(self.info["task"], logits).cpu().tolist()
+
+    def _answer(self, value: list[float] | float, top_k: int | None) -> dict | list:
+        task, names = self.info["task"], self.info["labels"]
+        if task == "regression":
+            return {"score": value}
+        if task == "multi_label":
+            return {
+                "labels": [n for n, p in zip(names, value) if p > self.threshold],
+                "scores": dict(zip(names, value)),
+            }
+        ranked = sorted(zip(names, value), key=lambda pair: -pair[1])
+        if top_k == 1:
+            return {"label": ranked[0][0], "score": ranked[0][1]}
+        return [{"label": n, "score": p} for n, p in ranked[:top_k]]
+
+    def encode_response(self, output: list) -> dict:
+        return {"predictions": output}
+
+
+def _pair(item: object) -> bool:
+    return isinstance(item, list) and len(item) == 2 and all(isinstance(t, str) for t in item)

@@ -1,0 +1,201 @@
+"""`python -m modules.serve`: a real server process on a free local port, talked to over HTTP."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
+
+from helpers import ROOT, write_base_config
+from main import cli_main
+from modules.model.loss import task_outputs
+from modules.outputs.export import export_checkpoint
+
+pytest.importorskip("litserve")
+pytestmark = pytest.mark.e2e  # starts servers: `make test-fast` skips it
+
+TEXTS = ["a wonderful film", "the plot was dull and tedious", "fine", "a wonderful and moving story, well told"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model: Path, *flags: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "modules.serve", str(model), "--port", str(self.port), *flags]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(self.process.stdout.read())
+            try:
+                if self.get("/health") == (200, "ok"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError("the server did not become healthy in 120 s")
+
+    def get(self, path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return response.status, response.read().decode()
+
+    def post(self, body: bytes | dict, headers: dict | None = None) -> tuple[int, dict]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + "/predict", data=data, headers=headers or {}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, reviews_dir, tmp_path_factory):
+    """A fit's export and `predict`'s output for TEXTS, from the same checkpoint."""
+    root = tmp_path_factory.mktemp("served")
+    base = write_base_config(root, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
+    cli_main(["fit", "--config", str(base), "--trainer.limit_train_batches", "5"])
+    run = root / "logs" / "run" / "version_0"
+    pd.DataFrame({"text": TEXTS}).to_csv(root / "new.csv", index=False)
+    output = root / "predictions.csv"
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    cli_main(["predict", "--config", str(base), "--ckpt_path", checkpoint, "--data.predict_file", str(root / "new.csv"),
+              "--predictions.output_path", str(output)])  # fmt: skip
+    return Path(checkpoint), export_checkpoint(checkpoint, root / "hf_model"), pd.read_csv(output)
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    served = Server(trained[0], "--max_inputs", "8", "--max_chars", "200", "--max_body_bytes", "4096")  # the .ckpt
+    yield served
+    served.stop()
+
+
+def test_labels_and_scores_equal_predicts(server, trained):
+    *_, predicted = trained
+    status, answer = server.post({"inputs": TEXTS})
+    assert status == 200
+    assert [p["label"] for p in answer["predictions"]] == list(predicted["prediction"])
+    for p, (_, row) in zip(answer["predictions"], predicted.iterrows()):
+        assert p["score"] == pytest.approx(row[f"prob_{p['label']}"], abs=1e-5)
+    status, every = server.post({"inputs": TEXTS[:1], "top_k": None})
+    assert [s["label"] for s in every["predictions"][0]] == sorted(
+        ["negative", "positive"] if "prob_negative" in predicted else ["neg", "pos"],
+        key=lambda n: -predicted.loc[0, f"prob_{n}"],
+    )
+    assert sum(s["score"] for s in every["predictions"][0]) == pytest.approx(1.0, abs=1e-5)
+    info = json.loads(server.get("/info")[1])["model"]
+    assert info["task"] == "single_label" and info["labels"] and info["max_length"] > 0
+
+
+def test_pairs_are_scored_as_pairs(server, trained):
+    folder = trained[1]
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModelForSequenceClassification.from_pretrained(folder)
+    pairs = [["a wonderful film", "fine"], ["dull", "a wonderful and moving story"]]
+    status, answer = server.post({"inputs": [*pairs, "fine"], "top_k": None})
+    assert status == 200 and len(answer["predictions"]) == 3
+    with torch.inference_mode():
+        encoded = tokenizer([p[0] for p in pairs], [p[1] for p in pairs], padding=True, return_tensors="pt")
+        expected = torch.softmax(model.eval()(**encoded).logits, -1)
+    for scores, probabilities in zip(answer["predictions"], expected.tolist()):
+        by_name = {s["label"]: s["score"] for s in scores}
+        assert [by_name[model.config.id2label[i]] for i in range(2)] == pytest.approx(probabilities, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b"{not json", 400, "not JSON"),
+        ({"text": ["x"]}, 422, '{"inputs"'),
+        ({"inputs": []}, 422, "non-empty list"),
+        ({"inputs": [1, 2]}, 422, "inputs[0]"),
+        ({"inputs": [["only one"]]}, 422, "inputs[0]"),
+        ({"inputs": ["x"] * 9}, 413, "limit is 8"),
+        ({"inputs": ["x" * 201]}, 413, "limit is 200"),
+        ({"inputs": ["  "]}, 422, "empty"),
+        ({"inputs": ["x"], "top_k": 0}, 422, "top_k"),
+        (b'{"inputs": ["' + b"x" * 5000 + b'"]}', 413, "4096"),
+    ],
+    ids=["malformed", "no-inputs", "empty", "types", "half-pair", "too-many", "too-long", "blank", "top-k", "body"],
+)
+def test_bad_input_is_a_4xx_and_the_next_request_is_answered(server, body, status, says):
+    code, answer = server.post(body)
+    assert code == status and says in answer["error"] and "\n" not in answer["error"]
+    assert server.post({"inputs": ["fine"]})[0] == 200
+
+
+def _saved(tiny_model, folder: Path, problem_type: str, labels: list[str]) -> Path:
+    model = BertForSequenceClassification.from_pretrained(
+        tiny_model,
+        num_labels=len(labels),
+        problem_type=problem_type,
+        id2label=dict(enumerate(labels)),
+        ignore_mismatched_sizes=True,  # a new head of the size asked for
+    )
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("problem_type", "labels"),
+    [("multi_label_classification", ["sports", "art", "news"]), ("regression", ["score"])],
+    ids=["multi-label", "regression"],
+)
+def test_multi_label_and_regression_answers(problem_type, labels, tiny_model, tmp_path):
+    folder = _saved(tiny_model, tmp_path / "model", problem_type, labels)
+    model, tokenizer = AutoModelForSequenceClassification.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    with torch.inference_mode():
+        logits = model.eval()(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    task = "regression" if problem_type == "regression" else "multi_label"
+    expected = task_outputs(task, logits).tolist()
+    served = Server(folder, "--threshold", "0.5")
+    try:
+        status, answer = served.post({"inputs": TEXTS})
+    finally:
+        served.stop()
+    assert status == 200
+    for p, value in zip(answer["predictions"], expected):
+        if task == "regression":
+            assert p == {"score": pytest.approx(value, abs=1e-5)}
+        else:
+            assert [p["scores"][n] for n in labels] == pytest.approx(value, abs=1e-5)
+            assert p["labels"] == [n for n, v in zip(labels, value) if v > 0.5]
+
+
+def test_sigterm_lets_the_request_in_flight_finish(trained):
+    served = Server(trained[1], "--batch_timeout", "1.0", "--max_batch_size", "64")  # a request waits ~1 s
+    result = {}
+    sender = threading.Thread(target=lambda: result.update(answer=served.post({"inputs": TEXTS})))
+    sender.start()
+    time.sleep(0.3)
+    exit_code = served.stop()
+    sender.join(timeout=30)
+    assert result["answer"][0] == 200 and len(result["answer"][1]["predictions"]) == len(TEXTS)
+    assert exit_code in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
