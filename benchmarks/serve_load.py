@@ -12,6 +12,8 @@ after. Each server runs alone; the client shares the machine with it (the same f
 import argparse
 import http.client
 import json
+import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -53,7 +55,9 @@ def tree_rss_bytes(pid: int) -> int:
 
 
 def start(command: list[str], port: int) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
@@ -150,7 +154,13 @@ def main() -> None:
                     row.update(rss_before_gb=before / 1e9, rss_after_gb=after / 1e9)
         finally:
             process.terminate()
-            process.wait(timeout=60)
+            try:
+                process.wait(timeout=60)
+            finally:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)  # anything of that server still running
+                except ProcessLookupError:
+                    pass
     print(f"\n{'server':8} {'conc':>4} {'rows/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6} {'malformed 4xx':>14}")
     for r in rows:
         print(f"{r['server']:8} {r['concurrency']:>4} {r['rows_per_s']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "

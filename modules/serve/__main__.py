@@ -6,6 +6,7 @@ GET  /health   "ok" once the model is loaded;   GET /info   model, task, labels,
 
 import argparse
 import os
+import signal
 import sys
 
 from modules.errors import HFLightningError
@@ -16,7 +17,7 @@ def parse(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument("model", help="an hf_model/ export folder, or a Lightning .ckpt (exported first)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max_batch_size", type=int, default=16, help="requests LitServe batches together")
+    parser.add_argument("--max_batch_size", type=int, default=32, help="requests LitServe batches together")
     parser.add_argument("--batch_timeout", type=float, default=0.005, help="seconds a batch waits to fill up")
     parser.add_argument("--rows_per_pass", type=int, default=64, help="inputs per forward pass within a batch")
     parser.add_argument("--max_length", type=int, default=None, help="tokens per input; default the model's")
@@ -70,8 +71,16 @@ def main(args: list[str] | None = None) -> None:
         model_metadata=info,
         middlewares=[(RequestLimits, {"limits": limits})],
     )
+    # SIGTERM (a scheduler's or a container's stop) takes LitServe's Ctrl-C path: the HTTP server stops accepting,
+    # answers what is in flight, then the workers stop. Its default action would kill this process alone and leave
+    # the HTTP server and workers running, holding the port.
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"Serving {info['model']} ({info['task']}, labels {info['labels']}) on http://{options.host}:{options.port}")
     server.run(host=options.host, port=options.port, num_api_servers=1, generate_client_file=False)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """`python -m modules.serve`: a real server process on a free local port, talked to over HTTP."""
 
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -33,16 +35,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _group(pgid: int) -> list[int]:
+    """Live processes of a process group (zombies excluded)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
 class Server:
     def __init__(self, model: Path, *flags: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "modules.serve", str(model), "--port", str(self.port), *flags]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")  # a pipe nobody reads would block the server
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(self.process.stdout.read())
+                raise RuntimeError(Path(self.log.name).read_text())
             try:
                 if self.get("/health") == (200, "ok"):
                     return
@@ -65,14 +83,19 @@ class Server:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, list[int]]:
+        """SIGTERM, as a scheduler sends it; returns the exit status and the server's processes still alive after
+        it (LitServe runs the HTTP server and the workers as child processes), which are then killed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+                pass
+        left = _group(self.process.pid)
+        if left:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.wait(), left
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +218,7 @@ def test_sigterm_lets_the_request_in_flight_finish(trained):
     sender = threading.Thread(target=lambda: result.update(answer=served.post({"inputs": TEXTS})))
     sender.start()
     time.sleep(0.3)
-    exit_code = served.stop()
+    exit_code, left = served.stop()
     sender.join(timeout=30)
     assert result["answer"][0] == 200 and len(result["answer"][1]["predictions"]) == len(TEXTS)
-    assert exit_code in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+    assert exit_code == 0 and left == []  # every process of the server gone: the port is free again
