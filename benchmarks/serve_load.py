@@ -13,6 +13,7 @@ import argparse
 import http.client
 import json
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -76,9 +77,10 @@ def run_level(port: int, bodies: list[tuple[bool, bytes]], concurrency: int, tim
     stop_at = time.monotonic() + time_cap
     results = []
 
-    def send(body: bytes) -> tuple[bool, int, float]:
+    def send(item: tuple[bool, bytes]) -> tuple[bool, int, float]:
+        valid, body = item
         if time.monotonic() > stop_at:
-            return body.startswith(b'{"inputs"'), -1, 0.0
+            return valid, -1, 0.0
         if not hasattr(local, "connection"):
             local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         start_time = time.perf_counter()
@@ -90,7 +92,7 @@ def run_level(port: int, bodies: list[tuple[bool, bytes]], concurrency: int, tim
         except (OSError, http.client.HTTPException):
             local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             status = 0
-        return body.startswith(b'{"inputs"'), status, time.perf_counter() - start_time
+        return valid, status, time.perf_counter() - start_time
 
     began = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--malformed", type=float, default=0.1)
     parser.add_argument("--time_cap", type=float, default=120.0, help="seconds per concurrency level")
     parser.add_argument("--servers", nargs="+", default=["ours", "naive"], choices=["ours", "naive"])
+    parser.add_argument("--serve_args", default="", help="extra flags for `python -m modules.serve`, one string")
     parser.add_argument("--json", help="also write the results here")
     options = parser.parse_args()
     from datasets import load_dataset
@@ -136,6 +139,7 @@ def main() -> None:
         port = free_port()
         if name == "ours":
             command = [sys.executable, "-m", "modules.serve", options.model, "--port", str(port)]
+            command += shlex.split(options.serve_args)
         else:
             command = [sys.executable, str(ROOT / "benchmarks" / "naive_server.py"), options.model, "--port", str(port)]
         process = start(command, port)

@@ -26,6 +26,10 @@ def parse(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max_chars", type=int, default=20_000, help="characters per text")
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="request body size")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a request gets a 504")
+    parser.add_argument(
+        "--fast_queue", action=argparse.BooleanOptionalAction, default=False,
+        help="ZeroMQ queues between the HTTP server and the workers instead of multiprocessing ones",
+    )  # fmt: skip
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--workers_per_device", type=int, default=1, help="model copies per device (1 per GPU)")
     parser.add_argument(
@@ -70,6 +74,7 @@ def main(args: list[str] | None = None) -> None:
         timeout=options.timeout,
         model_metadata=info,
         middlewares=[(RequestLimits, {"limits": limits})],
+        fast_queue=options.fast_queue,
     )
     # SIGTERM (a scheduler's or a container's stop) takes LitServe's Ctrl-C path: the HTTP server stops accepting,
     # answers what is in flight, then the workers stop. Its default action would kill this process alone and leave
