@@ -13,6 +13,7 @@ from transformers import AutoConfig
 
 from modules.data import arrow_rows, preprocess
 from modules.data.labels import LabelSpec, infer_label_spec
+from modules.data.long_text import warn_truncated
 from modules.data.sources import SPLIT_ALIASES, load_splits, load_tokenizer, select_splits
 from modules.errors import HFLightningError
 
@@ -71,6 +72,8 @@ def build(dm: "HFDataModule", stage: str) -> dict:
         )
         arrow_rows.release_mapped_pages()  # the pages tokenization read and wrote
         preprocess.check_token_ids(datasets[name], name, model_config, dm.tokenizer_name_or_path, dm.model_name_or_path)
+        lengths = arrow_rows.column(datasets[name], "length").to_numpy()
+        warn_truncated(lengths, max_length, name)
         if name == "train":
             preprocess.check_unknown_tokens(datasets[name], split[dm.text_column], tokenizer)
             label_counts = preprocess.label_counts(arrow_rows.column(datasets[name], "labels"), spec)

@@ -1,7 +1,9 @@
 """Long documents: split each into overlapping windows of `max_length` tokens, and fold window logits back into one
 row of logits per document (mean; max for multi-label), so metrics and predictions count documents, not windows."""
 
+import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedTokenizerBase
 
 from modules.errors import HFLightningError
@@ -42,6 +44,21 @@ def encode_windows(
 def truncated_share(lengths: list[int], max_length: int) -> float:
     """The share of rows whose untruncated token length exceeds `max_length`: what truncation would cut."""
     return sum(length > max_length for length in lengths) / len(lengths) if lengths else 0.0
+
+
+def warn_truncated(lengths: np.ndarray, max_length: int, name: str) -> float:
+    """Warn once for split `name` with the share of rows that fill `max_length` (cut off, or exactly full).
+
+    `lengths` are the token lengths after truncation, so a row at `max_length` is an upper bound on the truncated
+    rows. No warning when no row reaches it. Returns the share.
+    """
+    share = float((lengths >= max_length).mean()) if len(lengths) else 0.0
+    if share > 0:
+        rank_zero_warn(
+            f"{share:.1%} of the {name} rows reach --data.max_length {max_length} and are cut off there; "
+            "raise --data.max_length if the end of a text matters."
+        )
+    return share
 
 
 def aggregate_windows(logits: torch.Tensor, document: torch.Tensor, multi_label: bool = False) -> torch.Tensor:

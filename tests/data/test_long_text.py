@@ -1,10 +1,13 @@
 """Windows of long documents and the per-document aggregation of their logits (modules/data/long_text.py)."""
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer
 
-from modules.data.long_text import aggregate_windows, encode_windows, truncated_share
+from modules.data.long_text import aggregate_windows, encode_windows, truncated_share, warn_truncated
 from modules.errors import HFLightningError
 
 
@@ -41,3 +44,11 @@ def test_window_logits_fold_into_one_row_per_document():
     assert torch.equal(aggregate_windows(logits, document, multi_label=True), torch.tensor([[3.0, 2.0], [0.0, 5.0]]))
     with pytest.raises(ValueError, match="3 window logits but 4 document indices"):
         aggregate_windows(logits[:3], document)
+
+
+def test_warn_truncated_gives_the_share_and_stays_quiet_when_nothing_is_cut():
+    with pytest.warns(UserWarning, match=r"50\.0% of the train rows reach --data.max_length 8"):
+        assert warn_truncated(np.array([3, 8, 5, 8]), max_length=8, name="train") == 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_truncated(np.array([3, 7]), max_length=8, name="train") == 0.0
