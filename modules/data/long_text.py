@@ -55,8 +55,8 @@ def warn_truncated(lengths: np.ndarray, max_length: int, name: str) -> float:
     share = float((lengths >= max_length).mean()) if len(lengths) else 0.0
     if share > 0:
         rank_zero_warn(
-            f"{share:.1%} of the {name} rows reach --data.max_length {max_length} and are cut off there; "
-            "raise --data.max_length if the end of a text matters."
+            f"{share:.1%} of the {name} rows reach --data.max_length {max_length} tokens (longer texts are cut off "
+            "there); raise --data.max_length if the end of a text matters."
         )
     return share
 
