@@ -202,17 +202,19 @@ class HFLightningCLI(LightningCLI):
         # names, `enable_progress_bar: false` or `barebones` win over our default.
         callbacks = kwargs.get("callbacks", config.get("callbacks")) or []
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        added = []
         wanted = config.get("enable_progress_bar") is not False and not config.get("barebones")
         if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks = kwargs["callbacks"] = [*callbacks, default_progress_bar()]
+            added.append(default_progress_bar())
         # In a log file, Lightning's plain summary table (Rich's is drawn for a terminal).
         summary = config.get("enable_model_summary") is not False and not config.get("barebones")
         if summary and not sys.stdout.isatty() and not any(isinstance(c, ModelSummary) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, PlainModelSummary()]
+            added.append(PlainModelSummary())
         # A short epoch still logs its training loss (Lightning's default interval is 50 batches).
         if config.get("log_every_n_steps") is None and not config.get("barebones"):
-            callbacks = kwargs.get("callbacks", callbacks)
-            kwargs["callbacks"] = [*callbacks, LogInterval()]
+            added.append(LogInterval())
+        if added:
+            kwargs["callbacks"] = [*callbacks, *added]
         # Every checkpoint written whole or not at all, unless the config brings its own CheckpointIO.
         plugins = kwargs.get("plugins", config.get("plugins")) or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
