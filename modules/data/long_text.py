@@ -6,6 +6,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedTokenizerBase
 
+from modules.data.stats import reached_share
 from modules.errors import HFLightningError
 
 
@@ -52,7 +53,7 @@ def warn_truncated(lengths: np.ndarray, max_length: int, name: str) -> float:
     `lengths` are the token lengths after truncation, so a row at `max_length` is an upper bound on the truncated
     rows. No warning when no row reaches it. Returns the share.
     """
-    share = float((lengths >= max_length).mean()) if len(lengths) else 0.0
+    share = reached_share(lengths, max_length)
     if share > 0:
         rank_zero_warn(
             f"{share:.1%} of the {name} rows reach --data.max_length {max_length} tokens (longer texts are cut off "

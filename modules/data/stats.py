@@ -16,8 +16,14 @@ def length_stats(lengths: list[int] | np.ndarray, max_length: int) -> dict:
         "p50": int(np.percentile(values, 50)),
         "p95": int(np.percentile(values, 95)),
         "max": int(values.max()),
-        "truncated_share": round(float((values >= max_length).mean()), 4),
+        "truncated_share": round(reached_share(values, max_length), 4),
     }
+
+
+def reached_share(lengths: np.ndarray, max_length: int) -> float:
+    """The share of rows whose tokenized length is `max_length`: cut there, or exactly that long (once truncated,
+    the two cannot be told apart)."""
+    return float((lengths >= max_length).mean()) if len(lengths) else 0.0
 
 
 def pair_sides(token_type_ids: list[list[int]]) -> tuple[list[int], list[int]]:
