@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from modules.data.labels import TASKS
 from modules.errors import HFLightningError
 from modules.model.loss import task_outputs
+from modules.serve.limits import is_pair
 
 
 def model_folder(path: str | Path) -> Path:
@@ -71,7 +72,7 @@ class ClassifierAPI(ls.LitAPI):
         items = [(r, i, item) for r, (inputs, _) in enumerate(requests) for i, item in enumerate(inputs)]
         scores: dict[tuple[int, int], list[float] | float] = {}
         for pairs in (False, True):
-            group = [(r, i, item) for r, i, item in items if _pair(item) == pairs]
+            group = [(r, i, item) for r, i, item in items if is_pair(item) == pairs]
             # Longest first, in passes of similar lengths: little padding, and the order is undone below.
             group.sort(key=lambda entry: -sum(map(len, entry[2] if pairs else [entry[2]])))
             for start in range(0, len(group), self.rows_per_pass):
@@ -110,7 +111,3 @@ class ClassifierAPI(ls.LitAPI):
 
     def encode_response(self, output: list) -> dict:
         return {"predictions": output}
-
-
-def _pair(item: object) -> bool:
-    return isinstance(item, list) and len(item) == 2 and all(isinstance(t, str) for t in item)

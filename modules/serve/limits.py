@@ -46,7 +46,7 @@ def check_payload(body: bytes, limits: Limits) -> dict:
     if len(inputs) > limits.max_inputs:
         raise RequestError(413, f"{len(inputs)} inputs in one request; the limit is {limits.max_inputs} (--max_inputs)")
     for i, item in enumerate(inputs):
-        if not isinstance(item, str) and not _is_pair(item):
+        if not isinstance(item, str) and not is_pair(item):
             raise RequestError(
                 422, f'inputs[{i}]: expected a string or a pair ["first", "second"], got {json.dumps(item)[:80]}'
             )
@@ -63,7 +63,8 @@ def check_payload(body: bytes, limits: Limits) -> dict:
     return payload
 
 
-def _is_pair(item: object) -> bool:
+def is_pair(item: object) -> bool:
+    """A sentence pair as a request gives it: `["first", "second"]`."""
     return isinstance(item, list) and len(item) == 2 and all(isinstance(t, str) for t in item)
 
 
