@@ -81,11 +81,26 @@ def main(args: list[str] | None = None) -> None:
     # the HTTP server and workers running, holding the port.
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"Serving {info['model']} ({info['task']}, labels {info['labels']}) on http://{options.host}:{options.port}")
-    server.run(host=options.host, port=options.port, num_api_servers=1, generate_client_file=False)
+    try:
+        server.run(host=options.host, port=options.port, num_api_servers=1, generate_client_file=False)
+    finally:
+        _reap_children()
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _reap_children(grace: float = 10.0) -> None:
+    """Wait for every worker process to be gone before this one exits. LitServe's shutdown SIGKILLs a worker that
+    outlives its grace period without waiting for it, so without this the port's owner can outlive the server."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.join(timeout=grace)
+        if child.is_alive():
+            child.kill()
+            child.join()
 
 
 if __name__ == "__main__":

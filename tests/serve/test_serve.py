@@ -92,7 +92,9 @@ class Server:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 pass
-        left = _group(self.process.pid)
+        deadline = time.monotonic() + 5  # a process of the group that the kernel is still tearing down
+        while (left := _group(self.process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
         if left:
             os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.wait(), left
