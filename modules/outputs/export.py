@@ -2,7 +2,8 @@
 
 LoRA checkpoints are exported with the adapters merged into the base weights, so the folder is a plain model.
 
-After the fact: `python -m modules.outputs.export CHECKPOINT OUTPUT_DIR`. The folder then loads with
+After the fact: `python -m modules.outputs.export CHECKPOINT OUTPUT_DIR [--onnx [--quantize]]`.
+The folder then loads with
 `pipeline("text-classification", model=OUTPUT_DIR)` or `AutoModelForSequenceClassification.from_pretrained`.
 """
 
@@ -20,6 +21,7 @@ from transformers import AutoTokenizer
 from modules.model import trained_model
 from modules.model.lora import parameter_counts
 from modules.outputs.model_card import write_model_card
+from modules.outputs.onnx import export_onnx, require_onnxruntime
 from modules.run.paths import load_checkpoint, log_folder
 
 
@@ -65,14 +67,26 @@ class HFExport(Callback):
     Args:
         enabled: Export at the end of fit (the summary is written either way).
         dirname: Folder name inside the run folder.
+        onnx: Also write `model.onnx` (fp32, dynamic batch and sequence axes) into the export (docs/onnx.md).
+        quantize: Also write `model.int8.onnx`, int8 dynamic quantization of `model.onnx`; needs `onnx`.
     """
 
-    def __init__(self, enabled: bool = True, dirname: str = "hf_model") -> None:
+    def __init__(
+        self, enabled: bool = True, dirname: str = "hf_model", onnx: bool = False, quantize: bool = False
+    ) -> None:
+        if quantize and not onnx:
+            raise ValueError("--export.quantize true quantizes the ONNX export: add --export.onnx true")
+        if onnx and not enabled:
+            raise ValueError("--export.onnx true converts the Hugging Face export: drop --export.enabled false")
         self.enabled = enabled
         self.dirname = dirname
+        self.onnx = onnx
+        self.quantize = quantize
         self._start = 0.0
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.onnx:
+            require_onnxruntime()  # before training, not after it
         self._start = time.perf_counter()
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -106,6 +120,8 @@ class HFExport(Callback):
                 output_dir = export_checkpoint(checkpoint, run_dir / self.dirname, datamodule.tokenizer_name_or_path)
                 write_model_card(output_dir, run_dir)
                 print(f"Exported {checkpoint} in Hugging Face format to {output_dir}")
+                if self.onnx:
+                    print(f"Exported ONNX to {export_onnx(output_dir, quantize=self.quantize)}")
         trainer.strategy.barrier()
 
 
@@ -116,12 +132,20 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument(
         "--tokenizer", help="tokenizer name or folder (default: the one the checkpoint was trained with)"
     )
+    parser.add_argument("--onnx", action="store_true", help="also write model.onnx (docs/onnx.md)")
+    parser.add_argument("--quantize", action="store_true", help="also write model.int8.onnx (needs --onnx)")
     parsed = parser.parse_args(args)
+    if parsed.quantize and not parsed.onnx:
+        parser.error("--quantize quantizes the ONNX export: add --onnx")
+    if parsed.onnx:
+        require_onnxruntime()
     output_dir = export_checkpoint(parsed.checkpoint, parsed.output_dir, parsed.tokenizer)
     checkpoint = Path(parsed.checkpoint)
     run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     write_model_card(output_dir, run_dir)
     print(f"Exported {parsed.checkpoint} to {output_dir}")
+    if parsed.onnx:
+        print(f"Exported ONNX to {export_onnx(output_dir, quantize=parsed.quantize)}")
 
 
 if __name__ == "__main__":
