@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from transformers import AutoTokenizer
 
+from modules.errors import HFLightningError
 from modules.model import trained_model
 from modules.model.lora import parameter_counts
 from modules.outputs.model_card import write_model_card
@@ -67,7 +68,7 @@ class HFExport(Callback):
     Args:
         enabled: Export at the end of fit (the summary is written either way).
         dirname: Folder name inside the run folder.
-        onnx: Also write `model.onnx` (fp32, dynamic batch and sequence axes) into the export (docs/onnx.md).
+        onnx: Also write `model.onnx` (fp32, dynamic batch and sequence axes) into the export (docs/serve.md).
         quantize: Also write `model.int8.onnx`, int8 dynamic quantization of `model.onnx`; needs `onnx`.
     """
 
@@ -75,9 +76,11 @@ class HFExport(Callback):
         self, enabled: bool = True, dirname: str = "hf_model", onnx: bool = False, quantize: bool = False
     ) -> None:
         if quantize and not onnx:
-            raise ValueError("--export.quantize true quantizes the ONNX export: add --export.onnx true")
+            raise HFLightningError("--export.quantize true quantizes the ONNX export: add --export.onnx true")
         if onnx and not enabled:
-            raise ValueError("--export.onnx true converts the Hugging Face export: drop --export.enabled false")
+            raise HFLightningError("--export.onnx true converts the Hugging Face export: drop --export.enabled false")
+        if onnx:
+            require_onnxruntime()  # when the config is read, not after training
         self.enabled = enabled
         self.dirname = dirname
         self.onnx = onnx
@@ -85,8 +88,6 @@ class HFExport(Callback):
         self._start = 0.0
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.onnx:
-            require_onnxruntime()  # before training, not after it
         self._start = time.perf_counter()
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -132,13 +133,16 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument(
         "--tokenizer", help="tokenizer name or folder (default: the one the checkpoint was trained with)"
     )
-    parser.add_argument("--onnx", action="store_true", help="also write model.onnx (docs/onnx.md)")
+    parser.add_argument("--onnx", action="store_true", help="also write model.onnx (docs/serve.md)")
     parser.add_argument("--quantize", action="store_true", help="also write model.int8.onnx (needs --onnx)")
     parsed = parser.parse_args(args)
     if parsed.quantize and not parsed.onnx:
         parser.error("--quantize quantizes the ONNX export: add --onnx")
     if parsed.onnx:
-        require_onnxruntime()
+        try:
+            require_onnxruntime()
+        except HFLightningError as error:
+            parser.error(str(error))
     output_dir = export_checkpoint(parsed.checkpoint, parsed.output_dir, parsed.tokenizer)
     checkpoint = Path(parsed.checkpoint)
     run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent

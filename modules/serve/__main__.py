@@ -30,12 +30,19 @@ def parse(args: list[str] | None) -> argparse.Namespace:
         "--fast_queue", action=argparse.BooleanOptionalAction, default=False,
         help="ZeroMQ queues between the HTTP server and the workers instead of multiprocessing ones",
     )  # fmt: skip
+    parser.add_argument(
+        "--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+        help="torch: the PyTorch model; onnx / onnx-int8: model.onnx / model.int8.onnx with onnxruntime on the CPU "
+        "(written by --export.onnx true [--export.quantize true], docs/serve.md)",
+    )  # fmt: skip
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--workers_per_device", type=int, default=1, help="model copies per device (1 per GPU)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per CPU worker; default: cores / workers"
     )
     options = parser.parse_args(args)
+    if options.backend != "torch" and options.accelerator not in ("auto", "cpu"):
+        parser.error(f"--backend {options.backend} runs on the CPU: drop --accelerator {options.accelerator}")
     for name in ("max_batch_size", "rows_per_pass", "max_inputs", "max_chars", "max_body_bytes", "workers_per_device"):
         if getattr(options, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -52,9 +59,9 @@ def main(args: list[str] | None = None) -> None:
     from modules.serve.limits import Limits, RequestLimits
 
     try:
-        folder = model_folder(options.model)
-        info = describe(folder, options.max_length)
-    except (HFLightningError, OSError, ValueError) as error:
+        folder = model_folder(options.model, options.backend)
+        info = describe(folder, options.max_length) | {"backend": options.backend}
+    except (HFLightningError, ImportError, OSError, ValueError) as error:
         sys.exit(f"error: {error}")
     threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers_per_device)
     api = ClassifierAPI(
@@ -63,13 +70,14 @@ def main(args: list[str] | None = None) -> None:
         options.threshold,
         options.rows_per_pass,
         threads,
+        options.backend,
         max_batch_size=options.max_batch_size,
         batch_timeout=options.batch_timeout,
     )
     limits = Limits(options.max_body_bytes, options.max_inputs, options.max_chars)
     server = ls.LitServer(
         api,
-        accelerator=options.accelerator,
+        accelerator="cpu" if options.backend != "torch" else options.accelerator,
         workers_per_device=options.workers_per_device,
         timeout=options.timeout,
         model_metadata=info,

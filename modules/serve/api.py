@@ -14,17 +14,31 @@ from modules.model.loss import task_outputs
 from modules.serve.limits import is_pair
 
 
-def model_folder(path: str | Path) -> Path:
-    """An `hf_model/` export as is; a Lightning checkpoint exported to a temporary folder first."""
+def model_folder(path: str | Path, backend: str = "torch") -> Path:
+    """An `hf_model/` export as is; a Lightning checkpoint exported to a temporary folder first (with its ONNX
+    files when `backend` is onnx or onnx-int8). Fails here, before any worker starts, on what cannot be served."""
     path = Path(path).expanduser()
+    quantized = backend == "onnx-int8"
+    if backend != "torch":
+        from modules.outputs.onnx import INT8_FILE, ONNX_FILE, export_onnx, how_to_export, require_onnxruntime
+
+        require_onnxruntime()
     if path.is_file() and path.suffix == ".ckpt":
         from modules.outputs.export import export_checkpoint
 
-        return export_checkpoint(path, tempfile.mkdtemp(prefix="hf-lightning-serve-"))
+        folder = export_checkpoint(path, tempfile.mkdtemp(prefix="hf-lightning-serve-"))
+        if backend != "torch":
+            export_onnx(folder, quantize=quantized)
+        return folder
     if not (path / "config.json").is_file():
         raise HFLightningError(
             f"{path}: not a model export (no config.json) or a .ckpt file. Serve the `hf_model/` folder of a run "
             "(logs/<name>/version_N/hf_model) or one of its checkpoints."
+        )
+    if backend != "torch" and not (path / (INT8_FILE if quantized else ONNX_FILE)).is_file():
+        raise HFLightningError(
+            f"{path} has no {INT8_FILE if quantized else ONNX_FILE} for --backend {backend}: "
+            f"{how_to_export(path, quantized)}."
         )
     return path
 
@@ -43,18 +57,32 @@ def describe(folder: Path, max_length: int | None) -> dict:
 class ClassifierAPI(ls.LitAPI):
     """Requests are checked before they are queued (`limits`); here every request is a valid `{"inputs": [...]}`."""
 
-    def __init__(self, folder: Path, info: dict, threshold: float, rows_per_pass: int, threads: int, **kwargs):
+    def __init__(
+        self,
+        folder: Path,
+        info: dict,
+        threshold: float,
+        rows_per_pass: int,
+        threads: int,
+        backend: str = "torch",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.folder, self.info, self.threshold = folder, info, threshold
-        self.rows_per_pass, self.threads = rows_per_pass, threads
+        self.rows_per_pass, self.threads, self.backend = rows_per_pass, threads, backend
 
     def setup(self, device: str) -> None:
         if device == "cpu":
             torch.set_num_threads(self.threads)
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        model = AutoModelForSequenceClassification.from_pretrained(self.folder)
-        self.model = model.to(device).eval()
+        if self.backend == "torch":
+            model = AutoModelForSequenceClassification.from_pretrained(self.folder)
+            self.model = model.to(device).eval()
+        else:
+            from modules.outputs.onnx import OnnxLogits
+
+            self.model = OnnxLogits(self.folder, quantized=self.backend == "onnx-int8", threads=self.threads)
 
     def decode_request(self, request):  # noqa: ANN001, ANN201 (no annotation: LitServe passes the parsed JSON)
         inputs = request["inputs"]
@@ -89,10 +117,16 @@ class ClassifierAPI(ls.LitAPI):
     def _scores(self, items: list, pairs: bool) -> list:
         first = [item[0] for item in items] if pairs else items
         second = [item[1] for item in items] if pairs else None
+        onnx = self.backend != "torch"
         encoded = self.tokenizer(
-            first, second, truncation=True, max_length=self.info["max_length"], padding=True, return_tensors="pt"
-        ).to(self.device)
-        logits = self.model(**encoded).logits
+            first,
+            second,
+            truncation=True,
+            max_length=self.info["max_length"],
+            padding=True,
+            return_tensors="np" if onnx else "pt",
+        )
+        logits = torch.from_numpy(self.model(encoded)) if onnx else self.model(**encoded.to(self.device)).logits
         return task_outputs(self.info["task"], logits).cpu().tolist()
 
     def _answer(self, value: list[float] | float, top_k: int | None) -> dict | list:

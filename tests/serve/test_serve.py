@@ -22,6 +22,8 @@ from helpers import ROOT, write_base_config
 from main import cli_main
 from modules.model.loss import task_outputs
 from modules.outputs.export import export_checkpoint
+from modules.outputs.onnx import export_onnx
+from modules.serve.__main__ import main as serve_main
 
 pytest.importorskip("litserve")
 pytestmark = pytest.mark.e2e  # starts servers: `make test-fast` skips it
@@ -224,3 +226,26 @@ def test_sigterm_lets_the_request_in_flight_finish(trained):
     sender.join(timeout=30)
     assert result["answer"][0] == 200 and len(result["answer"][1]["predictions"]) == len(TEXTS)
     assert exit_code == 0 and left == []  # every process of the server gone: the port is free again
+
+
+def test_onnx_backends_answer_as_pytorch_does(trained):
+    *_, folder, predicted = trained
+    export_onnx(folder, quantize=True)
+    for backend, tolerance in (("onnx", 1e-5), ("onnx-int8", 0.05)):
+        served = Server(folder, "--backend", backend)
+        try:
+            status, answer = served.post({"inputs": TEXTS})
+            info = json.loads(served.get("/info")[1])["model"]
+        finally:
+            served.stop()
+        assert status == 200 and info["backend"] == backend
+        for p, (_, row) in zip(answer["predictions"], predicted.iterrows()):
+            assert p["score"] == pytest.approx(row[f"prob_{p['label']}"], abs=tolerance)
+        if backend == "onnx":
+            assert [p["label"] for p in answer["predictions"]] == list(predicted["prediction"])
+
+
+def test_onnx_backend_without_its_file_fails_before_serving(tiny_model):
+    with pytest.raises(SystemExit) as stopped:
+        serve_main([str(tiny_model), "--backend", "onnx-int8"])
+    assert "model.int8.onnx" in str(stopped.value.code) and "python -m modules.outputs.onnx" in str(stopped.value.code)
