@@ -19,7 +19,7 @@ from modules.model.loss import class_weights, task_loss, task_outputs
 from modules.model.metrics import build_metrics, check_monitors
 from modules.model.optimization import clear_clip_factor, clip_gradients, configure_adamw
 from modules.model.train_loss import TrainLossLog
-from modules.speedups import apply_exact, apply_for_training
+from modules.speedups import apply_exact, apply_for_inference, apply_for_training
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -195,7 +195,13 @@ class TransformerModule(LightningModule):
     # ---------------------------------------------------------------------------------------------- steps
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits of shape (batch, num_labels) from the inputs this model's `forward` accepts."""
-        return self.model(**{k: batch[k] for k in self._input_names if k in batch}).logits
+        inputs = {k: batch[k] for k in self._input_names if k in batch}
+        mask = inputs.get("attention_mask")
+        if mask is not None and not self.training and mask.device.type == "cpu" and bool(mask.all()):
+            # No padding (length-sorted evaluation batches often have none): without a mask, attention takes SDPA's
+            # faster path. The same numbers up to rounding; on GPUs the check would cost a sync per batch.
+            del inputs["attention_mask"]
+        return self.model(**inputs).logits
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, weighted: bool = False) -> torch.Tensor:
         # Class weights shape the training loss only: val/test losses stay comparable across weightings.
@@ -310,6 +316,34 @@ class TransformerModule(LightningModule):
         self._undo_speedups = apply_for_training(
             self.model, self.device.type, trainer.world_size, hp.fast_dropout, compiled=hp.compile
         )
+
+    def _start_inference(self) -> None:
+        # Outside fit (whose validation runs with the training patches on): the CPU patches that pay without gradients.
+        if self.trainer.state.fn != "fit":
+            self._undo_inference = apply_for_inference(self.model, self.device.type, compiled=self.hparams.compile)
+
+    def _end_inference(self) -> None:
+        undo, self._undo_inference = getattr(self, "_undo_inference", None), None
+        if undo is not None:
+            undo()
+
+    def on_validation_start(self) -> None:
+        self._start_inference()
+
+    def on_validation_end(self) -> None:
+        self._end_inference()
+
+    def on_test_start(self) -> None:
+        self._start_inference()
+
+    def on_test_end(self) -> None:
+        self._end_inference()
+
+    def on_predict_start(self) -> None:
+        self._start_inference()
+
+    def on_predict_end(self) -> None:
+        self._end_inference()
 
     def on_train_end(self) -> None:
         undo, self._undo_speedups = getattr(self, "_undo_speedups", None), None

@@ -1,4 +1,9 @@
-"""PredictionWriter: one row per input, in input order, written to JSONL or CSV (merged across processes)."""
+"""PredictionWriter: one row per input, in input order, written to JSONL or CSV (merged across processes).
+
+Memory stays flat in the file's size: each batch's outputs go into one float array (4 bytes per row and label) as
+they come, in whatever order the length-sorted batches run; at the end the rows are written in input order, a chunk
+of the input's columns at a time.
+"""
 
 import csv
 import json
@@ -12,6 +17,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from modules.data.labels import TASKS
 from modules.run.paths import run_folder
 
+CHUNK_ROWS = 4096  # rows of the input read and written at a time
+
 
 class PredictionWriter(BasePredictionWriter):
     """Write `predict` outputs with the input text(s), the predicted label name(s) and each label's probability.
@@ -22,54 +29,72 @@ class PredictionWriter(BasePredictionWriter):
     """
 
     def __init__(self, output_path: str | None = None) -> None:
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch")
         self.output_path = output_path
+        self._values: torch.Tensor | None = None
+        self._filled: torch.Tensor | None = None
 
-    def write_on_epoch_end(
-        self, trainer: Trainer, pl_module: LightningModule, predictions: list, batch_indices
-    ) -> None:
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._values, self._filled = None, torch.zeros(len(trainer.datamodule.predict_raw), dtype=torch.bool)
+
+    def write_on_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, prediction: dict, batch_indices, batch, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        index, values = prediction["index"], prediction["outputs"].float()
+        if self._values is None:
+            self._values = torch.zeros((len(self._filled), *values.shape[1:]))
+        self._values[index] = values
+        self._filled[index] = True
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         default_path = run_folder(trainer) / "predictions.jsonl"  # on every rank: `log_dir` is a collective
-        outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        index = torch.cat([o["index"] for o in outputs]) if outputs else torch.empty(0, dtype=torch.long)
-        values = torch.cat([o["outputs"] for o in outputs]) if outputs else torch.empty(0)
+        values, filled = self._values, self._filled
+        if values is None:
+            values = torch.zeros(len(filled))
         if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
-            gathered = [None] * trainer.world_size if trainer.is_global_zero else None
-            dist.gather_object((index, values), gathered, dst=0)
-            if trainer.is_global_zero:
-                index = torch.cat([g[0] for g in gathered])
-                values = torch.cat([g[1] for g in gathered])
+            # Each rank ran its own rows: the sums of the ranks' arrays (zeros elsewhere) are the full outputs.
+            device = pl_module.device  # NCCL reduces GPU tensors only
+            values, counts = values.to(device), filled.to(device, torch.int32)
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+            values, counts = values.cpu(), counts.cpu()
+            filled = counts == 1
+            if int(counts.max()) > 1:
+                raise RuntimeError("some rows were predicted on more than one process")
+        self._values = self._filled = None
         if not trainer.is_global_zero:
             return
-        order = torch.argsort(index)
-        index, values = index[order], values[order]
         raw = trainer.datamodule.predict_raw
-        if index.tolist() != list(range(len(raw))):
-            raise RuntimeError(f"predictions cover rows {len(index)} of {len(raw)}: some rows are missing or repeated.")
+        if not bool(filled.all()):
+            raise RuntimeError(f"predictions cover {int(filled.sum())} of {len(raw)} rows: some rows are missing.")
         path = Path(self.output_path or default_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = self._rows(trainer.datamodule, pl_module.hparams, raw, values)
-        if path.suffix == ".csv":
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(_flatten(rows[0])) if rows else [])
-                writer.writeheader()
+        names, task = list(pl_module.hparams.label_names), TASKS[pl_module.hparams.problem_type]
+        with path.open("w", newline="" if path.suffix == ".csv" else None) as f:
+            writer = None
+            for start in range(0, len(raw), CHUNK_ROWS):
+                rows = self._rows(raw[start : start + CHUNK_ROWS], names, task, pl_module.hparams.threshold,
+                                  values[start : start + CHUNK_ROWS])  # fmt: skip
+                if path.suffix != ".csv":
+                    f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+                    continue
+                if writer is None:
+                    writer = csv.DictWriter(f, fieldnames=list(_flatten(rows[0])))
+                    writer.writeheader()
                 writer.writerows(_flatten(row) for row in rows)
-        else:
-            with path.open("w") as f:
-                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        print(f"Wrote {len(rows)} predictions to {path}")
+        print(f"Wrote {len(raw)} predictions to {path}")
 
     @staticmethod
-    def _rows(datamodule, hparams, raw, values: torch.Tensor) -> list[dict]:
-        columns = list(raw.column_names)  # the input's own columns (an `id`, say) come back with each prediction
-        texts = {c: raw[c][:] for c in columns}
-        names, task = list(hparams.label_names), TASKS[hparams.problem_type]
+    def _rows(columns: dict, names: list, task: str, threshold: float, values: torch.Tensor) -> list[dict]:
+        """Rows of one chunk: the input's own columns (an `id`, say) come back with each prediction."""
         rows = []
         for i, value in enumerate(values.tolist()):
-            row = {c: texts[c][i] for c in columns}
+            row = {c: column[i] for c, column in columns.items()}
             if task == "regression":
                 row["prediction"] = value
             elif task == "multi_label":
-                row["prediction"] = [n for n, p in zip(names, value) if p > hparams.threshold]
+                row["prediction"] = [n for n, p in zip(names, value) if p > threshold]
                 row["probabilities"] = dict(zip(names, value))
             else:
                 row["prediction"] = names[max(range(len(value)), key=value.__getitem__)]

@@ -9,7 +9,8 @@ traces the model as Hugging Face wrote it, so none apply).
   torch's fused GPU dropout is fast already.
 - `embedding_grad`: word-embedding gradients in one kept buffer. CPU training on one process only (DDP reduces
   gradients during the backward).
-- `fused_projections`: query, key and value as one matmul. CPU training only.
+- `fused_projections`: query, key and value as one matmul. CPU training, and CPU evaluation and prediction outside
+  fit (`apply_for_inference`).
 """
 
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from modules.speedups.embedding_grad import known_norm, use_kept_embedding_grad
 from modules.speedups.first_token import first_token_last_layer
 from modules.speedups.fused_projections import fuse_qkv_projections
 
-__all__ = ["apply_exact", "apply_for_training", "known_norm"]
+__all__ = ["apply_exact", "apply_for_inference", "apply_for_training", "known_norm"]
 
 
 def apply_exact(model: nn.Module, compiled: bool) -> None:
@@ -48,3 +49,9 @@ def apply_for_training(
             step()
 
     return undo_all
+
+
+def apply_for_inference(model: nn.Module, device_type: str, compiled: bool) -> Callable[[], None]:
+    """The CPU patches that pay for `validate`, `test` and `predict` (no gradients); returns their undo."""
+    undo = fuse_qkv_projections(model) if device_type == "cpu" and not compiled else None
+    return undo or (lambda: None)

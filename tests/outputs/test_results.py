@@ -6,12 +6,13 @@ import os
 import pandas as pd
 import pytest
 import torch
-from transformers import pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from helpers import read_metrics, run_dir, run_subprocess, write_base_config
 from main import cli_main
 from modules.errors import HFLightningError
 from modules.model import TransformerModule
+from modules.outputs import predictions
 from modules.outputs.export import main as export_main
 
 pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
@@ -51,6 +52,30 @@ def test_predict_on_a_text_file_to_csv(tmp_path, fitted):
     assert frame["text"].tolist() == ["a wonderful film", "the plot was dull and tedious", "brilliant acting"]
     assert frame["prediction"].tolist() == ["pos", "neg", "pos"]
     assert {"prob_neg", "prob_pos"} <= set(frame.columns)
+
+
+def test_predict_equals_the_exported_model_on_each_row_alone(tmp_path, fitted, monkeypatch):
+    # Length-sorted batches of 2 (the three one-word rows make a batch without padding, which runs without a mask),
+    # fused projections, rows written 3 at a time: the same numbers as the exported model on each row by itself.
+    monkeypatch.setattr(predictions, "CHUNK_ROWS", 3)
+    texts = ["fine", "a wonderful and moving story, well told", "dull", "the plot was dull and tedious", "tedious",
+             "brilliant acting", "a wonderful film"]  # fmt: skip
+    inputs, output = tmp_path / "new.csv", tmp_path / "out.csv"
+    pd.DataFrame({"text": texts}).to_csv(inputs, index=False)
+    cli_main(["predict", "--config", str(fitted), "--ckpt_path", "best", "--data.predict_file", str(inputs),
+              "--data.eval_batch_size", "2", "--predictions.output_path", str(output)])  # fmt: skip
+    frame = pd.read_csv(output)
+    assert frame["text"].tolist() == texts
+    folder = run_dir(tmp_path) / "hf_model"
+    model, tokenizer = (
+        AutoModelForSequenceClassification.from_pretrained(folder).eval(),
+        AutoTokenizer.from_pretrained(folder),
+    )
+    for text, (_, row) in zip(texts, frame.iterrows()):
+        with torch.inference_mode():
+            alone = torch.softmax(model(**tokenizer(text, return_tensors="pt")).logits[0], -1).tolist()
+        assert [row["prob_neg"], row["prob_pos"]] == pytest.approx(alone, abs=1e-5)
+        assert row["prediction"] == ["neg", "pos"][alone.index(max(alone))]
 
 
 def test_predict_from_the_checkpoint_alone_keeps_input_columns(tmp_path, fitted, monkeypatch, capsys):
