@@ -192,7 +192,7 @@ class HFLightningCLI(LightningCLI):
             if settings[key] is not None:
                 config.model[key] = settings[key]
         config.data.model_name_or_path = config.model.model_name_or_path
-        for key in ("tokenizer_name_or_path", "max_length"):
+        for key in ("tokenizer_name_or_path", "max_length", "long_text", "stride"):
             if settings[key] is not None:
                 config.data[key] = settings[key]
 

@@ -1,99 +1,76 @@
-"""Long documents: test accuracy of `truncate` vs `chunk` on generated reviews whose sentiment word sits only past
-`max_length` tokens. Prints both accuracies; chance is 0.5.
+"""Long documents through the CLI: test accuracy of `--data.long_text truncate` vs `chunk` on generated reviews whose
+one sentiment word sits only past `--max_length` tokens. Chance is 0.5.
 
-    PYTHONPATH=. python benchmarks/long_text.py
+    python benchmarks/long_text.py [--model MODEL_DIR]
 
-Trains the tiny demo BERT (modules/data/demo.py) with a plain loop, so it measures the windowing and the
-per-document aggregation (modules/data/long_text.py), not the CLI wiring.
+For each mode: `main.py fit` (the tiny demo BERT by default), `main.py test --ckpt_path last` (metrics per document),
+and `main.py predict` on the test split, checking there is one prediction per document. Prints the accuracies, the
+windows per split and the time of each mode.
 """
 
 import argparse
-import random
+import json
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+import pandas as pd
+import yaml
 
-from modules.data.demo import NEGATIVE, NEUTRAL, POSITIVE, write_tiny_bert
-from modules.data.long_text import aggregate_windows, encode_windows
+from modules.data.demo import long_reviews, write_reviews, write_tiny_bert
 
-
-def documents(n: int, seed: int, filler: int) -> tuple[list[str], list[int]]:
-    """`n` balanced documents: `filler` neutral words, then the one sentiment word among 4 more neutral ones."""
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for i in range(n):
-        label = i % 2
-        tail = [rng.choice(NEUTRAL) for _ in range(4)]
-        tail.insert(rng.randrange(5), rng.choice(POSITIVE if label else NEGATIVE))
-        texts.append(" ".join([rng.choice(NEUTRAL) for _ in range(filler)] + tail))
-        labels.append(label)
-    return texts, labels
-
-
-def _pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
-    return ids, (ids != 0).long()
-
-
-def run(mode: str, model_dir: Path, args: argparse.Namespace) -> float:
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
-    train_texts, train_labels = documents(args.train, seed=1, filler=args.filler)
-    test_texts, test_labels = documents(args.test, seed=2, filler=args.filler)
-    stride = args.stride if mode == "chunk" else 0
-
-    def encode(texts: list[str]) -> dict:
-        if mode == "chunk":
-            return encode_windows(tokenizer, texts, args.max_length, stride)
-        encoded = tokenizer(texts, truncation=True, max_length=args.max_length)
-        return {"input_ids": encoded["input_ids"], "document": list(range(len(texts)))}
-
-    train = encode(train_texts)
-    window_labels = [train_labels[d] for d in train["document"]]  # every window carries its document's label
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(args.epochs):
-        order = torch.randperm(len(window_labels), generator=generator).tolist()
-        for start in range(0, len(order), args.batch_size):
-            batch = order[start : start + args.batch_size]
-            ids, mask = _pad([train["input_ids"][i] for i in batch])
-            loss = model(
-                input_ids=ids, attention_mask=mask, labels=torch.tensor([window_labels[i] for i in batch])
-            ).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-
-    model.eval()
-    test = encode(test_texts)
-    with torch.no_grad():
-        ids, mask = _pad(test["input_ids"])
-        logits = model(input_ids=ids, attention_mask=mask).logits
-    per_document = aggregate_windows(logits, torch.tensor(test["document"]))
-    assert per_document.shape[0] == len(test_labels)  # one prediction per document, however many windows
-    return float((per_document.argmax(-1) == torch.tensor(test_labels)).float().mean())
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model folder; default: the tiny demo BERT, generated")
     parser.add_argument("--max_length", type=int, default=16)
     parser.add_argument("--stride", type=int, default=4)
     parser.add_argument("--filler", type=int, default=30, help="neutral words before the sentiment word's 5")
     parser.add_argument("--train", type=int, default=400)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        model_dir = write_tiny_bert(Path(folder) / "tiny-bert")
-        for mode in ("truncate", "chunk"):
-            print(f"{mode}: test accuracy {run(mode, model_dir, args):.3f} (per document, {args.test} documents)")
+    work = Path(tempfile.mkdtemp(prefix="long-text-"))
+    model = args.model or str(write_tiny_bert(work / "tiny-bert"))
+    sizes = {"train": args.train, "validation": args.test, "test": args.test}
+    data = write_reviews(work / "data", sizes, lambda n, seed: long_reviews(n, seed, args.filler))
+    for mode in ("truncate", "chunk"):
+        folder = work / mode
+        config = {
+            "seed_everything": 42,
+            "trainer": {
+                "max_epochs": args.epochs, "accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
+                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                           "init_args": {"save_dir": str(folder), "name": "run"}},
+            },
+            "model": {"model_name_or_path": model, "learning_rate": args.learning_rate},
+            "data": {"dataset": str(data), "max_length": args.max_length, "long_text": mode, "stride": args.stride},
+            "export": {"enabled": False},
+        }  # fmt: skip
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        base = [sys.executable, "main.py"]
+        start = time.perf_counter()
+        output = ["--predictions.output_path", str(folder / "pred.csv")]
+        for command in (["fit"], ["test", "--ckpt_path", "last"], ["predict", "--ckpt_path", "last", *output]):
+            done = subprocess.run([*base, command[0], "--config", str(folder / "config.yaml"), *command[1:]], cwd=ROOT,
+                                  capture_output=True, text=True)  # fmt: skip
+            if done.returncode:
+                sys.exit(done.stderr[-3000:])
+            windows = [line for line in done.stderr.splitlines() + done.stdout.splitlines() if " windows of " in line]
+            for line in windows:
+                print(f"  {mode} {command[0]}: {line.strip()}")
+        seconds = time.perf_counter() - start
+        (report,) = folder.glob("run/version_*/test_metrics.json")  # the test command's run folder
+        accuracy = json.loads(report.read_text())["metrics"]["test_acc"]
+        predictions = pd.read_csv(folder / "pred.csv")
+        print(f"{mode}: test accuracy {accuracy:.3f} per document ({args.test} documents, {len(predictions)} "
+              f"predictions), fit + test + predict {seconds:.0f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

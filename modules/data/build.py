@@ -9,11 +9,12 @@ import os
 from typing import TYPE_CHECKING
 
 from datasets import Dataset, DatasetDict
+from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoConfig
 
 from modules.data import arrow_rows, preprocess
 from modules.data.labels import LabelSpec, infer_label_spec
-from modules.data.long_text import warn_truncated
+from modules.data.long_text import check_stride, warn_truncated
 from modules.data.sources import SPLIT_ALIASES, load_splits, load_tokenizer, select_splits
 from modules.errors import HFLightningError
 
@@ -39,6 +40,7 @@ def build(dm: "HFDataModule", stage: str) -> dict:
     datasets, label_counts, predict_raw, dropped = {}, None, None, {}
     model_config = AutoConfig.from_pretrained(dm.model_name_or_path)
     max_length = preprocess.effective_max_length(dm.max_length, tokenizer, model_config)
+    stride = window_stride(dm, max_length)
     for name, split in splits.items():
         labeled = name != "predict"
         if not labeled:
@@ -69,11 +71,15 @@ def build(dm: "HFDataModule", stage: str) -> dict:
             dm.text_pair_column,
             keep_labels=labeled,
             num_proc=dm.preprocessing_num_workers,
+            stride=stride,
         )
         arrow_rows.release_mapped_pages()  # the pages tokenization read and wrote
         preprocess.check_token_ids(datasets[name], name, model_config, dm.tokenizer_name_or_path, dm.model_name_or_path)
-        lengths = arrow_rows.column(datasets[name], "length").to_numpy()
-        warn_truncated(lengths, max_length, name)
+        if stride is None:
+            warn_truncated(arrow_rows.column(datasets[name], "length").to_numpy(), max_length, name)
+        else:
+            windows = len(datasets[name])
+            rank_zero_info(f"{name}: {len(split):,} texts in {windows:,} windows of up to {max_length} tokens")
         if name == "train":
             preprocess.check_unknown_tokens(datasets[name], split[dm.text_column], tokenizer)
             label_counts = preprocess.label_counts(arrow_rows.column(datasets[name], "labels"), spec)
@@ -117,6 +123,15 @@ def build_streaming(dm: "HFDataModule") -> dict:
         "max_length": max_length,
         "example_text": split[dm.text_column][0] if len(split) else None,
     }
+
+
+def window_stride(dm: "HFDataModule", max_length: int) -> int | None:
+    """The overlap of `--data.long_text chunk`'s windows (None: truncate), checked against the effective length."""
+    if dm.long_text != "chunk":
+        return None
+    stride = max_length // 4 if dm.stride is None else dm.stride
+    check_stride(stride, max_length)
+    return stride
 
 
 def text_columns(dm: "HFDataModule") -> list[str]:

@@ -58,6 +58,8 @@ class HFDataModule(LightningDataModule):
         streaming: bool = False,
         label_names: list[str] | None = None,
         buffer_size: int = 10_000,
+        long_text: Literal["truncate", "chunk"] = "truncate",
+        stride: int | None = None,
     ) -> None:
         """
         Args:
@@ -97,6 +99,13 @@ class HFDataModule(LightningDataModule):
                 file in `data_files`; see docs/data.md#streaming.
             label_names: The labels of a streamed train split (single-label), in id order; integer labels are ids.
             buffer_size: Streamed rows shuffled and grouped by length together.
+            long_text: What happens to a text longer than `max_length` tokens. `truncate` cuts it there (and warns
+                with the share of rows that reach it). `chunk` splits it into windows of `max_length` tokens that
+                overlap by `stride`: training runs on every window with its document's label, and validate, test
+                and predict average the windows' logits (max for multi-label), so metrics and predictions count
+                documents. See docs/data.md#long-documents.
+            stride: Tokens that consecutive windows share with `long_text chunk`; None takes a quarter of
+                `max_length`. Below half of `max_length`.
         """
         super().__init__()
         # `label_names` is also the model's hyperparameter (filled from the data); Lightning rejects two values.
@@ -138,6 +147,14 @@ class HFDataModule(LightningDataModule):
             )
         if streaming:
             check_streaming_arguments(data_files, label_names, task, label_column)
+        if long_text not in ("truncate", "chunk"):
+            raise HFLightningError(f"--data.long_text {long_text!r}: use truncate or chunk.")
+        if streaming and long_text == "chunk":
+            raise HFLightningError(
+                "--data.long_text chunk works on whole splits, not streams: drop --data.streaming, or truncate."
+            )
+        self.long_text = long_text
+        self.stride = stride
         self.streaming = streaming
         self.label_names = label_names
         self.buffer_size = buffer_size
@@ -280,6 +297,8 @@ class HFDataModule(LightningDataModule):
         return {
             "tokenizer_name_or_path": self.tokenizer_name_or_path,
             "max_length": self.max_length,
+            "long_text": self.long_text,
+            "stride": self.stride,
             "task": spec.task if spec else None,
             "label_names": list(spec.names) if spec else None,
             "global_batch_size": self._global_batch_size(),

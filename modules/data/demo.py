@@ -8,6 +8,7 @@ minute on a CPU. The tests build the same things in a temporary folder.
 import argparse
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,13 +48,30 @@ def reviews(n: int, seed: int) -> dict[str, list]:
     return {"text": [review(rng, label) for label in labels], "label": labels}
 
 
-def write_reviews(folder: Path, sizes: dict[str, int] | None = None) -> Path:
-    """A dataset folder in Hub layout (`data/<split>-00000-of-00001.parquet`) with a `neg`/`pos` ClassLabel."""
+def long_reviews(n: int, seed: int, filler: int = 30) -> dict[str, list]:
+    """`n` balanced long rows: `filler` neutral words, then the one sentiment word among 4 more neutral ones, so the
+    label's cue lies past the first `filler` tokens (the `--data.long_text` benchmark and test)."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        tail = [rng.choice(NEUTRAL) for _ in range(4)]
+        tail.insert(rng.randrange(5), rng.choice(POSITIVE if label else NEGATIVE))
+        texts.append(" ".join([rng.choice(NEUTRAL) for _ in range(filler)] + tail))
+        labels.append(label)
+    return {"text": texts, "label": labels}
+
+
+def write_reviews(
+    folder: Path, sizes: dict[str, int] | None = None, make: Callable[[int, int], dict[str, list]] = reviews
+) -> Path:
+    """A dataset folder in Hub layout (`data/<split>-00000-of-00001.parquet`) with a `neg`/`pos` ClassLabel, its rows
+    from `make(rows, seed)`."""
     sizes = sizes or {"train": 2000, "validation": 300, "test": 300}
     features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
     (folder / "data").mkdir(parents=True, exist_ok=True)
     for seed, (split, n) in enumerate(sizes.items()):
-        Dataset.from_dict(reviews(n, seed), features=features).to_parquet(
+        Dataset.from_dict(make(n, seed), features=features).to_parquet(
             folder / "data" / f"{split}-00000-of-00001.parquet"
         )
     return folder

@@ -24,16 +24,19 @@ def encode_windows(
     texts: list[str],
     max_length: int,
     stride: int,
+    pairs: list[str] | None = None,
 ) -> dict[str, list]:
     """Tokenize `texts` into windows of at most `max_length` tokens that overlap by `stride` tokens.
 
     Returns the model inputs, one row per window, plus `document`: the index in `texts` each window comes from
-    (windows of one document are consecutive). A text that fits is one window, exactly as with truncation.
+    (windows of one document are consecutive). A text that fits is one window, exactly as with truncation. With
+    `pairs`, the first text is windowed and each window carries the whole second one (`only_first`).
     """
     check_stride(stride, max_length)
     encoded = tokenizer(
         texts,
-        truncation=True,
+        pairs,
+        truncation="only_first" if pairs is not None else True,
         max_length=max_length,
         stride=stride,
         return_overflowing_tokens=True,
@@ -84,3 +87,29 @@ def aggregate_windows(logits: torch.Tensor, document: torch.Tensor, multi_label:
         return out.scatter_reduce(0, index, logits, reduce="amax", include_self=True)
     out = torch.zeros((documents, logits.shape[1]), dtype=logits.dtype, device=logits.device)
     return out.scatter_reduce(0, index, logits, reduce="mean", include_self=False)
+
+
+def documents_of_windows(
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], multi_label: bool, world_size: int, rank: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-document logits and labels for this rank's share of the documents, from the `(index, logits, labels)` of
+    every evaluation batch of windows on every rank (a document's windows may be in several batches and on several
+    ranks). Each document goes to one rank (document number modulo `world_size`), so metrics synced across ranks count
+    it once. Collective under DDP: every rank must call it."""
+    if parts:
+        index, logits, labels = (torch.cat([p[i] for p in parts]) for i in range(3))
+    else:
+        index, logits, labels = torch.empty(0, dtype=torch.long), torch.empty(0), torch.empty(0)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        gathered: list = [None] * world_size
+        dist.all_gather_object(gathered, (index, logits, labels))
+        gathered = [g for g in gathered if len(g[0])]
+        index, logits, labels = (torch.cat([g[i] for g in gathered]) for i in range(3))
+    documents, inverse = torch.unique(index, return_inverse=True)
+    per_document = aggregate_windows(logits, inverse, multi_label)
+    document_labels = torch.empty((len(documents), *labels.shape[1:]), dtype=labels.dtype)
+    document_labels[inverse] = labels
+    mine = torch.arange(len(documents)) % world_size == rank
+    return per_document[mine], document_labels[mine]

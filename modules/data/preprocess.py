@@ -12,6 +12,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from modules.data import arrow_rows
 from modules.data.labels import LabelSpec, encode_label, is_missing_label
+from modules.data.long_text import encode_windows
 from modules.data.sources import file_line
 from modules.errors import HFLightningError
 
@@ -161,23 +162,35 @@ def tokenize(
     text_pair_column: str | None,
     keep_labels: bool,
     num_proc: int | None,
+    stride: int | None = None,
 ) -> Dataset:
-    """Model inputs, each row's `index` in the split and its token `length` (for length grouping); `labels` kept."""
+    """Model inputs, each row's `index` in the split and its token `length` (for length grouping); `labels` kept.
+
+    With `stride` (`--data.long_text chunk`) a text longer than `max_length` tokens becomes several rows, windows
+    overlapping by `stride` tokens, each with its document's `index` and `labels` (modules/data/long_text.py).
+    """
 
     def encode(batch: dict, indices: list[int]) -> dict:
         pairs = batch[text_pair_column] if text_pair_column else None
-        encoded = tokenizer(batch[text_column], pairs, truncation=True, max_length=max_length)
-        keep = {k: v for k, v in encoded.items() if k in MODEL_INPUTS}
-        return {**keep, "index": indices, "length": [len(ids) for ids in encoded["input_ids"]]}
+        if stride is None:
+            encoded = tokenizer(batch[text_column], pairs, truncation=True, max_length=max_length)
+            keep = {k: v for k, v in encoded.items() if k in MODEL_INPUTS}
+            return {**keep, "index": indices, "length": [len(ids) for ids in encoded["input_ids"]]}
+        windows = encode_windows(tokenizer, batch[text_column], max_length, stride, pairs)
+        document = windows.pop("document")
+        keep = {k: v for k, v in windows.items() if k in MODEL_INPUTS}
+        extra = {"labels": [batch["labels"][d] for d in document]} if keep_labels else {}
+        lengths = [len(ids) for ids in keep["input_ids"]]
+        return {**keep, **extra, "index": [indices[d] for d in document], "length": lengths}
 
-    keep_columns = ["labels"] if keep_labels else []
+    keep_columns = ["labels"] if keep_labels and stride is None else []
     return split.map(
         encode,
         batched=True,
         with_indices=True,
         remove_columns=[c for c in split.column_names if c not in keep_columns],
         num_proc=num_proc,
-        desc=f"Tokenizing {name}",
+        desc=f"Tokenizing {name}" + (" into windows" if stride is not None else ""),
     )
 
 
@@ -199,9 +212,10 @@ def check_unknown_tokens(
     rate = unknown / max(total, 1)
     if rate > threshold:
         row = next(i for i, row_ids in enumerate(encoded["input_ids"]) if unk in row_ids)
+        text = texts[encoded[row]["index"]]  # a window's document with --data.long_text chunk
         rank_zero_warn(
             f"{rate:.0%} of the training tokens are unknown to the tokenizer ({tokenizer.unk_token}), e.g. in "
-            f"{texts[row][:80]!r} -> {tokenizer.decode(encoded[row]['input_ids'], skip_special_tokens=False)[:80]!r}. "
+            f"{text[:80]!r} -> {tokenizer.decode(encoded[row]['input_ids'], skip_special_tokens=False)[:80]!r}. "
             "The model cannot learn from those words: use a tokenizer (model) made for this language and text."
         )
     return rate

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel
 
 from modules import compat
 from modules.data.labels import PROBLEM_TYPES, TASKS, LabelSpec
+from modules.data.long_text import documents_of_windows
 from modules.errors import HFLightningError
 from modules.model import build
 from modules.model.lora import apply_lora, check_lora_args, check_trained_keys, parameter_counts
@@ -32,6 +33,8 @@ class TransformerModule(LightningModule):
     `load_from_checkpoint` rebuilds the model without downloading anything. With LoRA (`lora_r` > 0) checkpoints hold
     only the trained tensors (adapters and head), and reloading takes the frozen rest from `model_name_or_path`.
     """
+
+    _windows: list | None = None  # with --data.long_text chunk: (index, logits, labels) of evaluated windows
 
     def __init__(
         self,
@@ -183,6 +186,8 @@ class TransformerModule(LightningModule):
         self.val_metrics = build_metrics(spec.task, spec.num_labels, threshold)
         self.test_metrics = build_metrics(spec.task, spec.num_labels, threshold, per_class=True)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        chunked = getattr(self.trainer.datamodule, "long_text", "truncate") == "chunk"
+        self._windows = [] if chunked else None
         fitting = self.trainer.state.fn == "fit"
         weights = None
         if fitting:
@@ -223,10 +228,23 @@ class TransformerModule(LightningModule):
 
     def _eval_step(self, batch: dict[str, torch.Tensor], loss_metric: MeanMetric, metrics) -> None:
         logits = self(batch)
-        loss_metric.update(self._loss(logits, batch["labels"]), weight=len(batch["input_ids"]))
-        metrics.update(
-            task_outputs(self.task, logits), batch["labels"].long() if self.task == "multi_label" else batch["labels"]
-        )
+        if self._windows is not None:  # --data.long_text chunk: scored per document at the epoch's end
+            self._windows.append((batch["index"].cpu(), logits.detach().float().cpu(), batch["labels"].cpu()))
+            return
+        self._update_metrics(logits, batch["labels"], loss_metric, metrics)
+
+    def _update_metrics(self, logits: torch.Tensor, labels: torch.Tensor, loss_metric: MeanMetric, metrics) -> None:
+        if len(labels):
+            loss_metric.update(self._loss(logits, labels), weight=len(labels))
+            metrics.update(task_outputs(self.task, logits), labels.long() if self.task == "multi_label" else labels)
+
+    def _score_documents(self, loss_metric: MeanMetric, metrics) -> None:
+        if self._windows is not None:
+            parts, self._windows = self._windows, []
+            logits, labels = documents_of_windows(
+                parts, self.task == "multi_label", self.trainer.world_size, self.trainer.global_rank
+            )
+            self._update_metrics(logits.to(self.device), labels.to(self.device), loss_metric, metrics)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.val_loss, self.val_metrics)
@@ -250,13 +268,16 @@ class TransformerModule(LightningModule):
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
+        self._score_documents(self.val_loss, self.val_metrics)
         self._log_epoch("val", self.val_loss, self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
+        self._score_documents(self.test_loss, self.test_metrics)
         self._log_epoch("test", self.test_loss, self.test_metrics)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return {"index": batch["index"].cpu(), "outputs": task_outputs(self.task, self(batch)).cpu()}
+        # Logits, not probabilities: with --data.long_text chunk the writer averages a document's windows first.
+        return {"index": batch["index"].cpu(), "logits": self(batch).float().cpu()}
 
     # ------------------------------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> dict:

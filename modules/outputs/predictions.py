@@ -1,8 +1,9 @@
 """PredictionWriter: one row per input, in input order, written to JSONL or CSV (merged across processes).
 
-Memory stays flat in the file's size: each batch's outputs go into one float array (4 bytes per row and label) as
-they come, in whatever order the length-sorted batches run; at the end the rows are written in input order, a chunk
-of the input's columns at a time.
+Memory stays flat in the file's size: each batch's logits are added into one float array (4 bytes per row and label)
+as they come, in whatever order the length-sorted batches run; at the end the rows are written in input order, a
+chunk of the input's columns at a time. With `--data.long_text chunk` a row's windows are averaged there (max for
+multi-label), so there is one prediction per input however many windows it took.
 """
 
 import csv
@@ -15,6 +16,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from modules.data.labels import TASKS
+from modules.model.loss import task_outputs
 from modules.run.paths import run_folder
 
 CHUNK_ROWS = 4096  # rows of the input read and written at a time
@@ -31,46 +33,54 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, output_path: str | None = None) -> None:
         super().__init__(write_interval="batch")
         self.output_path = output_path
-        self._values: torch.Tensor | None = None
-        self._filled: torch.Tensor | None = None
+        self._logits: torch.Tensor | None = None  # per input row: the sum (max for multi-label) of its windows'
+        self._counts: torch.Tensor | None = None  # per input row: windows seen
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._values, self._filled = None, torch.zeros(len(trainer.datamodule.predict_raw), dtype=torch.bool)
+        self._logits, self._counts = None, torch.zeros(len(trainer.datamodule.predict_raw), dtype=torch.int32)
 
     def write_on_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, prediction: dict, batch_indices, batch, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
-        index, values = prediction["index"], prediction["outputs"].float()
-        if self._values is None:
-            self._values = torch.zeros((len(self._filled), *values.shape[1:]))
-        self._values[index] = values
-        self._filled[index] = True
+        index, logits = prediction["index"], prediction["logits"].float()
+        multi_label = TASKS[pl_module.hparams.problem_type] == "multi_label"
+        if self._logits is None:
+            shape = (len(self._counts), *logits.shape[1:])
+            self._logits = torch.full(shape, float("-inf")) if multi_label else torch.zeros(shape)
+        if multi_label:
+            self._logits.index_reduce_(0, index, logits, "amax")
+        else:
+            self._logits.index_add_(0, index, logits)
+        self._counts.index_add_(0, index, torch.ones_like(index, dtype=torch.int32))
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         default_path = run_folder(trainer) / "predictions.jsonl"  # on every rank: `log_dir` is a collective
-        values, filled = self._values, self._filled
-        if values is None:
-            values = torch.zeros(len(filled))
+        task = TASKS[pl_module.hparams.problem_type]
+        logits, counts = self._logits, self._counts
+        self._logits = self._counts = None
+        if logits is None:
+            logits = torch.zeros(len(counts), 1)
         if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
-            # Each rank ran its own rows: the sums of the ranks' arrays (zeros elsewhere) are the full outputs.
+            # Each rank ran its own rows (windows): reduce the ranks' arrays, empty elsewhere.
             device = pl_module.device  # NCCL reduces GPU tensors only
-            values, counts = values.to(device), filled.to(device, torch.int32)
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+            logits, counts = logits.to(device), counts.to(device)
+            dist.all_reduce(logits, op=dist.ReduceOp.MAX if task == "multi_label" else dist.ReduceOp.SUM)
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-            values, counts = values.cpu(), counts.cpu()
-            filled = counts == 1
-            if int(counts.max()) > 1:
-                raise RuntimeError("some rows were predicted on more than one process")
-        self._values = self._filled = None
+            logits, counts = logits.cpu(), counts.cpu()
         if not trainer.is_global_zero:
             return
         raw = trainer.datamodule.predict_raw
-        if not bool(filled.all()):
-            raise RuntimeError(f"predictions cover {int(filled.sum())} of {len(raw)} rows: some rows are missing.")
+        if not bool((counts > 0).all()):
+            raise RuntimeError(f"predictions cover {int((counts > 0).sum())} of {len(raw)} rows: some are missing.")
+        if getattr(trainer.datamodule, "long_text", "truncate") != "chunk" and len(counts) and int(counts.max()) > 1:
+            raise RuntimeError("some rows were predicted more than once")
+        if task != "multi_label":
+            logits = logits / counts.unsqueeze(-1)  # the mean of a row's windows (one window: itself)
+        values = task_outputs(task, logits)
         path = Path(self.output_path or default_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        names, task = list(pl_module.hparams.label_names), TASKS[pl_module.hparams.problem_type]
+        names = list(pl_module.hparams.label_names)
         with path.open("w", newline="" if path.suffix == ".csv" else None) as f:
             writer = None
             for start in range(0, len(raw), CHUNK_ROWS):

@@ -117,7 +117,12 @@ def run_check(trainer: Trainer, model: LightningModule, datamodule, memory_limit
     files_kept = _checkpoint_files(trainer, epochs)
     report = {
         "rows": rows,
-        "truncated_share": {name: split["tokens"]["truncated_share"] for name, split in data["splits"].items()},
+        # With --data.long_text chunk the rows are windows: one at max_length is a full window, nothing is cut.
+        "truncated_share": {
+            name: 0.0 if datamodule.long_text == "chunk" else split["tokens"]["truncated_share"]
+            for name, split in data["splits"].items()
+        },
+        "long_text": datamodule.long_text,
         "data": data,
         "model": {
             "architecture": type(model.model).__name__,
@@ -171,7 +176,9 @@ def _checkpoint_files(trainer: Trainer, epochs: int) -> int:
 def _summary(report: dict) -> str:
     model, machine = report["model"], report["machine"]
     lines = [
-        f"data: rows {report['rows']}, truncated at max_length {report['truncated_share']}",
+        f"data: rows {report['rows']}"
+        + (", windows of long texts" if report["long_text"] == "chunk" else "")
+        + f", truncated at max_length {report['truncated_share']}",
         f"model: {model['architecture']}, {model['parameters']:,} parameters ({model['trainable_parameters']:,} "
         f"trainable), tokenizer matches model: {model['tokenizer_matches_model']}",
         f"machine: {machine['device']} ({machine['cpu']}, {machine['cpu_isa']}), precision {machine['precision']} "

@@ -94,7 +94,7 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
 
 def checkpoint_settings(path: str | Path) -> dict:
     """What a checkpoint knows of its run, so `predict` needs nothing else: the base model, tokenizer, length limit,
-    problem type and label names (memory-mapped: weights are not read)."""
+    long-text handling, problem type and label names (memory-mapped: weights are not read)."""
     state = load_checkpoint(path, mmap=True)
     hparams, data = state.get("hyper_parameters", {}), state.get("HFDataModule", {})
     return {
@@ -103,6 +103,8 @@ def checkpoint_settings(path: str | Path) -> dict:
         "label_names": hparams.get("label_names"),
         "tokenizer_name_or_path": data.get("tokenizer_name_or_path"),
         "max_length": data.get("max_length"),
+        "long_text": data.get("long_text"),
+        "stride": data.get("stride"),
     }
 
 

@@ -5,13 +5,16 @@ from pathlib import Path
 from typing import Any
 
 import litserve as ls
+import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from modules.data.labels import TASKS
+from modules.data.long_text import aggregate_windows, encode_windows
 from modules.errors import HFLightningError
 from modules.model.loss import task_outputs
 from modules.serve.limits import is_pair
+from modules.speedups import apply_exact, apply_for_inference
 
 
 def model_folder(path: str | Path, backend: str = "torch") -> Path:
@@ -79,6 +82,9 @@ class ClassifierAPI(ls.LitAPI):
         if self.backend == "torch":
             model = AutoModelForSequenceClassification.from_pretrained(self.folder)
             self.model = model.to(device).eval()
+            # What `predict` runs: the last layer on the first token only, fused projections on CPUs (modules/speedups).
+            apply_exact(self.model, compiled=False)
+            apply_for_inference(self.model, torch.device(device).type, compiled=False)
         else:
             from modules.outputs.onnx import OnnxLogits
 
@@ -117,17 +123,28 @@ class ClassifierAPI(ls.LitAPI):
     def _scores(self, items: list, pairs: bool) -> list:
         first = [item[0] for item in items] if pairs else items
         second = [item[1] for item in items] if pairs else None
-        onnx = self.backend != "torch"
-        encoded = self.tokenizer(
-            first,
-            second,
-            truncation=True,
-            max_length=self.info["max_length"],
-            padding=True,
-            return_tensors="np" if onnx else "pt",
-        )
-        logits = torch.from_numpy(self.model(encoded)) if onnx else self.model(**encoded.to(self.device)).logits
+        max_length = self.info["max_length"]
+        if self.info.get("long_text") != "chunk":
+            encoded = self.tokenizer(first, second, truncation=True, max_length=max_length, padding=True)
+            logits = self._logits(encoded)
+        else:  # every window of every input, in passes; then one row of logits per input
+            windows = encode_windows(self.tokenizer, first, max_length, self.info["stride"], second)
+            document = torch.tensor(windows.pop("document"))
+            logits = torch.cat([
+                self._logits(self.tokenizer.pad({k: v[start : start + self.rows_per_pass] for k, v in windows.items()}))
+                for start in range(0, len(document), self.rows_per_pass)
+            ])  # fmt: skip
+            logits = aggregate_windows(logits, document, multi_label=self.info["task"] == "multi_label")
         return task_outputs(self.info["task"], logits).cpu().tolist()
+
+    def _logits(self, encoded: dict) -> torch.Tensor:
+        """Logits of one padded batch of token ids (a tokenizer's lists)."""
+        if self.backend != "torch":
+            return torch.from_numpy(self.model({k: np.asarray(v) for k, v in encoded.items()}))
+        inputs = {k: torch.tensor(v, device=self.device) for k, v in encoded.items()}
+        if bool(inputs["attention_mask"].all()):  # no padding: SDPA's faster path, as in `predict`
+            del inputs["attention_mask"]
+        return self.model(**inputs).logits
 
     def _answer(self, value: list[float] | float, top_k: int | None) -> dict | list:
         task, names = self.info["task"], self.info["labels"]

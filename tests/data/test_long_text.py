@@ -3,11 +3,22 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoTokenizer
 
-from modules.data.long_text import aggregate_windows, encode_windows, truncated_share, warn_truncated
+from helpers import read_metrics, run_dir, write_base_config
+from main import cli_main
+from modules.data.datamodule import HFDataModule
+from modules.data.demo import long_reviews, write_reviews
+from modules.data.long_text import (
+    aggregate_windows,
+    documents_of_windows,
+    encode_windows,
+    truncated_share,
+    warn_truncated,
+)
 from modules.errors import HFLightningError
 
 
@@ -52,3 +63,56 @@ def test_warn_truncated_gives_the_share_and_stays_quiet_when_nothing_is_cut():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert warn_truncated(np.array([3, 7]), max_length=8, name="train") == 0.0
+
+
+@pytest.mark.e2e
+def test_chunk_learns_what_lies_past_max_length_and_answers_once_per_document(tiny_model, tmp_path, monkeypatch):
+    # The one sentiment word of each document sits after 30 neutral ones: windows of 16 tokens see it, a truncated
+    # text never does. Trained and scored through the CLI: fit, test (per document), predict (one row per document).
+    data = write_reviews(tmp_path / "long", {"train": 200, "validation": 50, "test": 100}, long_reviews)
+    test = pd.read_parquet(data / "data" / "test-00000-of-00001.parquet")
+    accuracy = {}
+    for mode in ("truncate", "chunk"):
+        root = tmp_path / mode
+        base = write_base_config(
+            root, tiny_model, trainer={"max_epochs": 5}, model={"learning_rate": 3e-3},
+            data={"dataset": str(data), "max_length": 16, "long_text": mode, "stride": 4, "batch_size": 32},
+        )  # fmt: skip
+        cli_main(["fit", "--config", str(base)])
+        cli_main(["test", "--config", str(base), "--ckpt_path", "last"])
+        accuracy[mode] = read_metrics(run_dir(root) / "test_metrics.json")["test_acc"]
+    assert accuracy["truncate"] < 0.65 and accuracy["chunk"] >= 0.9, accuracy
+    output = tmp_path / "predictions.csv"
+    cli_main(["predict", "--config", str(tmp_path / "chunk" / "base.yaml"), "--ckpt_path", "last",
+              "--predictions.output_path", str(output)])  # fmt: skip
+    rows = pd.read_csv(output)
+    assert rows["text"].tolist() == test["text"].tolist()  # one row per document, in input order
+    assert (rows["prediction"] == test["label"].map({0: "neg", 1: "pos"})).mean() == pytest.approx(accuracy["chunk"])
+    # From the checkpoint alone, the windows are the run's: the same predictions.
+    test[["text"]].to_csv(tmp_path / "new.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    checkpoint = str(run_dir(tmp_path / "chunk") / "checkpoints" / "last.ckpt")
+    cli_main(["predict", "--ckpt_path", checkpoint, "--data.predict_file", "new.csv",
+              "--predictions.output_path", "alone.csv", "--trainer.logger", "false"])  # fmt: skip
+    assert pd.read_csv(tmp_path / "alone.csv")["prediction"].tolist() == rows["prediction"].tolist()
+
+
+def test_chunk_with_streaming_is_refused(tmp_path):
+    with pytest.raises(HFLightningError, match="drop --data.streaming"):
+        HFDataModule(data_files={"train": "a.csv", "validation": "b.csv"}, streaming=True, label_names=["a", "b"],
+                     long_text="chunk")  # fmt: skip
+
+
+def test_documents_of_windows_split_across_batches_and_ranks(monkeypatch):
+    # Document 0 has windows on both ranks, in two batches; each rank scores its share of documents once.
+    logits = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0], [2.0, 2.0]])
+    rank_parts = {
+        0: [(torch.tensor([0]), logits[:1], torch.tensor([1])), (torch.tensor([2]), logits[2:3], torch.tensor([0]))],
+        1: [(torch.tensor([0, 1]), torch.stack([logits[1], logits[3]]), torch.tensor([1, 0]))],
+    }
+    gathered = [tuple(torch.cat([p[i] for p in parts]) for i in range(3)) for parts in rank_parts.values()]
+    monkeypatch.setattr(torch.distributed, "all_gather_object", lambda out, _: out.__setitem__(slice(None), gathered))
+    shares = {rank: documents_of_windows(parts, False, 2, rank) for rank, parts in rank_parts.items()}
+    assert torch.equal(shares[0][0], torch.tensor([[2.0, 1.0], [0.0, 5.0]]))  # documents 0 (mean of 2) and 2
+    assert torch.equal(shares[0][1], torch.tensor([1, 0]))
+    assert torch.equal(shares[1][0], torch.tensor([[2.0, 2.0]])) and torch.equal(shares[1][1], torch.tensor([0]))

@@ -20,6 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 from helpers import ROOT, write_base_config
 from main import cli_main
+from modules.data.long_text import aggregate_windows, encode_windows
 from modules.model.loss import task_outputs
 from modules.outputs.export import export_checkpoint
 from modules.outputs.onnx import export_onnx
@@ -249,3 +250,24 @@ def test_onnx_backend_without_its_file_fails_before_serving(tiny_model):
     with pytest.raises(SystemExit) as stopped:
         serve_main([str(tiny_model), "--backend", "onnx-int8"])
     assert "model.int8.onnx" in str(stopped.value.code) and "python -m modules.outputs.onnx" in str(stopped.value.code)
+
+
+def test_long_text_chunk_answers_once_per_input_from_its_windows(trained):
+    folder = trained[1]
+    texts = [" ".join(["a wonderful film and"] * 10), "fine", " ".join(["the plot was dull and tedious"] * 6)]
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModelForSequenceClassification.from_pretrained(folder)
+    windows = encode_windows(tokenizer, texts, max_length=16, stride=4)
+    document = torch.tensor(windows.pop("document"))
+    assert len(document) > 2 * len(texts)  # the long ones take several windows
+    with torch.inference_mode():
+        logits = model.eval()(**tokenizer.pad(windows, return_tensors="pt")).logits
+    expected = torch.softmax(aggregate_windows(logits, document), -1)
+    served = Server(folder, "--long_text", "chunk", "--max_length", "16", "--stride", "4", "--rows_per_pass", "4")
+    try:
+        status, answer = served.post({"inputs": texts, "top_k": None})
+    finally:
+        served.stop()
+    assert status == 200 and len(answer["predictions"]) == len(texts)
+    for scores, probabilities in zip(answer["predictions"], expected.tolist()):
+        by_name = {s["label"]: s["score"] for s in scores}
+        assert [by_name[model.config.id2label[i]] for i in range(2)] == pytest.approx(probabilities, abs=1e-5)
