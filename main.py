@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from modules import compat
 from modules.data import HFDataModule
+from modules.data.arrow_rows import ReleaseMappedPages
 from modules.errors import HFLightningError
 from modules.model import TransformerModule
 from modules.outputs.export import HFExport
@@ -265,7 +266,7 @@ def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = N
         save_config_callback=SaveRunConfig,
         save_config_kwargs={"overwrite": True},
         trainer_class=HFTrainer,
-        trainer_defaults={"callbacks": [RNGState(), PrecisionGuard(), *(callbacks or [])]},
+        trainer_defaults={"callbacks": [RNGState(), PrecisionGuard(), ReleaseMappedPages(), *(callbacks or [])]},
         parser_kwargs={
             "default_env": True,
             "description": DESCRIPTION,

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
+from lightning.pytorch import Callback
 
 from modules.errors import HFLightningError
 
@@ -54,6 +55,25 @@ def release_mapped_pages() -> None:
         if len(fields) == 6 and fields[1] in ("r--p", "r--s") and fields[5].rstrip().endswith(".arrow"):
             start, end = (int(address, 16) for address in fields[0].split("-"))
             _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
+
+
+class ReleaseMappedPages(Callback):
+    """`release_mapped_pages` every `every_n_batches` training batches and when training ends.
+
+    Batches are read at random from the memory-mapped tokenized cache, so without this the process's resident memory
+    grows by every page of it that training has touched (on 1M demo rows, +2 MB a step, +80 MB in 40 steps), and the
+    end-of-fit checkpoint and export come on top of it. Dropping them costs a minor page fault when a page is read
+    again. Batches read in DataLoader worker processes are mapped there, not here."""
+
+    def __init__(self, every_n_batches: int = 10) -> None:
+        self.every_n_batches = every_n_batches
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:  # noqa: ANN001
+        if (batch_idx + 1) % self.every_n_batches == 0:
+            release_mapped_pages()
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        release_mapped_pages()
 
 
 def _load_libc() -> ctypes.CDLL | None:

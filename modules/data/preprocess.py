@@ -212,7 +212,7 @@ def check_unknown_tokens(
     rate = unknown / max(total, 1)
     if rate > threshold:
         row = next(i for i, row_ids in enumerate(encoded["input_ids"]) if unk in row_ids)
-        text = texts[encoded[row]["index"]]  # a window's document with --data.long_text chunk
+        text = texts[encoded[row].get("index", row)]  # a window's document with --data.long_text chunk
         rank_zero_warn(
             f"{rate:.0%} of the training tokens are unknown to the tokenizer ({tokenizer.unk_token}), e.g. in "
             f"{text[:80]!r} -> {tokenizer.decode(encoded[row]['input_ids'], skip_special_tokens=False)[:80]!r}. "
