@@ -1,7 +1,6 @@
 """TransformerModule: a Hugging Face sequence classifier with the loss, metrics and schedule of a careful fine-tune."""
 
 import inspect
-import re
 from typing import Any, Literal
 
 import torch
@@ -12,20 +11,20 @@ from transformers import PreTrainedModel
 
 from modules import compat
 from modules.data.labels import PROBLEM_TYPES, TASKS, LabelSpec
-from modules.data.long_text import documents_of_windows
 from modules.errors import HFLightningError
 from modules.model import build
+from modules.model.evaluation import EvaluationSteps
 from modules.model.lora import apply_lora, check_lora_args, check_trained_keys, parameter_counts
-from modules.model.loss import class_weights, task_loss, task_outputs
+from modules.model.loss import class_weights, task_loss
 from modules.model.metrics import build_metrics, check_monitors
 from modules.model.optimization import clear_clip_factor, clip_gradients, configure_adamw
 from modules.model.train_loss import TrainLossLog
-from modules.speedups import apply_exact, apply_for_inference, apply_for_training
+from modules.speedups import apply_exact, apply_for_training, without_full_mask
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class TransformerModule(LightningModule):
+class TransformerModule(EvaluationSteps, LightningModule):
     """Fine-tune a Hugging Face sequence classifier: single-label, multi-label or regression.
 
     The Hugging Face model is built in `configure_model`, once the data has told the task and the label names, so
@@ -33,8 +32,6 @@ class TransformerModule(LightningModule):
     `load_from_checkpoint` rebuilds the model without downloading anything. With LoRA (`lora_r` > 0) checkpoints hold
     only the trained tensors (adapters and head), and reloading takes the frozen rest from `model_name_or_path`.
     """
-
-    _windows: list | None = None  # with --data.long_text chunk: (index, logits, labels) of evaluated windows
 
     def __init__(
         self,
@@ -186,8 +183,7 @@ class TransformerModule(LightningModule):
         self.val_metrics = build_metrics(spec.task, spec.num_labels, threshold)
         self.test_metrics = build_metrics(spec.task, spec.num_labels, threshold, per_class=True)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        chunked = getattr(self.trainer.datamodule, "long_text", "truncate") == "chunk"
-        self._windows = [] if chunked else None
+        self.start_windows()
         fitting = self.trainer.state.fn == "fit"
         weights = None
         if fitting:
@@ -201,12 +197,7 @@ class TransformerModule(LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits of shape (batch, num_labels) from the inputs this model's `forward` accepts."""
         inputs = {k: batch[k] for k in self._input_names if k in batch}
-        mask = inputs.get("attention_mask")
-        if mask is not None and not self.training and mask.device.type == "cpu" and bool(mask.all()):
-            # No padding (length-sorted evaluation batches often have none): without a mask, attention takes SDPA's
-            # faster path. The same numbers up to rounding; on GPUs the check would cost a sync per batch.
-            del inputs["attention_mask"]
-        return self.model(**inputs).logits
+        return self.model(**(inputs if self.training else without_full_mask(inputs))).logits
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, weighted: bool = False) -> torch.Tensor:
         # Class weights shape the training loss only: val/test losses stay comparable across weightings.
@@ -225,59 +216,6 @@ class TransformerModule(LightningModule):
             )
         self._train_loss.add(self, loss.detach(), batch_idx, len(batch["input_ids"]))
         return loss
-
-    def _eval_step(self, batch: dict[str, torch.Tensor], loss_metric: MeanMetric, metrics) -> None:
-        logits = self(batch)
-        if self._windows is not None:  # --data.long_text chunk: scored per document at the epoch's end
-            self._windows.append((batch["index"].cpu(), logits.detach().float().cpu(), batch["labels"].cpu()))
-            return
-        self._update_metrics(logits, batch["labels"], loss_metric, metrics)
-
-    def _update_metrics(self, logits: torch.Tensor, labels: torch.Tensor, loss_metric: MeanMetric, metrics) -> None:
-        if len(labels):
-            loss_metric.update(self._loss(logits, labels), weight=len(labels))
-            metrics.update(task_outputs(self.task, logits), labels.long() if self.task == "multi_label" else labels)
-
-    def _score_documents(self, loss_metric: MeanMetric, metrics) -> None:
-        if self._windows is not None:
-            parts, self._windows = self._windows, []
-            logits, labels = documents_of_windows(
-                parts, self.task == "multi_label", self.trainer.world_size, self.trainer.global_rank
-            )
-            self._update_metrics(logits.to(self.device), labels.to(self.device), loss_metric, metrics)
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_loss, self.val_metrics)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_loss, self.test_metrics)
-
-    def _log_epoch(self, prefix: str, loss_metric: MeanMetric, metrics) -> None:
-        # torchmetrics has already reduced across processes (every row counted once), so all ranks agree.
-        values = {f"{prefix}_loss": loss_metric.compute()}
-        for name, value in metrics.compute().items():
-            if value.ndim == 2:  # the confusion matrix, for the test report (outputs/report.py): not a scalar to log
-                setattr(self, f"{prefix}_confusion_matrix", value.cpu())
-            elif value.ndim == 0:
-                values[f"{prefix}_{name}"] = value
-            else:  # per-class vector: one scalar per label name
-                for label, v in zip(self.hparams.label_names, value):
-                    values[f"{prefix}_{name}_{re.sub(r'[^0-9A-Za-z]+', '_', str(label))}"] = v
-        self.log_dict(values, prog_bar=prefix == "val", sync_dist=True)  # equal on all ranks: a no-op mean
-        loss_metric.reset()
-        metrics.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._score_documents(self.val_loss, self.val_metrics)
-        self._log_epoch("val", self.val_loss, self.val_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self._score_documents(self.test_loss, self.test_metrics)
-        self._log_epoch("test", self.test_loss, self.test_metrics)
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        # Logits, not probabilities: with --data.long_text chunk the writer averages a document's windows first.
-        return {"index": batch["index"].cpu(), "logits": self(batch).float().cpu()}
 
     # ------------------------------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> dict:
@@ -337,34 +275,6 @@ class TransformerModule(LightningModule):
         self._undo_speedups = apply_for_training(
             self.model, self.device.type, trainer.world_size, hp.fast_dropout, compiled=hp.compile
         )
-
-    def _start_inference(self) -> None:
-        # Outside fit (whose validation runs with the training patches on): the CPU patches that pay without gradients.
-        if self.trainer.state.fn != "fit":
-            self._undo_inference = apply_for_inference(self.model, self.device.type, compiled=self.hparams.compile)
-
-    def _end_inference(self) -> None:
-        undo, self._undo_inference = getattr(self, "_undo_inference", None), None
-        if undo is not None:
-            undo()
-
-    def on_validation_start(self) -> None:
-        self._start_inference()
-
-    def on_validation_end(self) -> None:
-        self._end_inference()
-
-    def on_test_start(self) -> None:
-        self._start_inference()
-
-    def on_test_end(self) -> None:
-        self._end_inference()
-
-    def on_predict_start(self) -> None:
-        self._start_inference()
-
-    def on_predict_end(self) -> None:
-        self._end_inference()
 
     def on_train_end(self) -> None:
         undo, self._undo_speedups = getattr(self, "_undo_speedups", None), None

@@ -15,6 +15,7 @@ traces the model as Hugging Face wrote it, so none apply).
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from modules.speedups.dropout import use_lane_dropout
@@ -22,7 +23,7 @@ from modules.speedups.embedding_grad import known_norm, use_kept_embedding_grad
 from modules.speedups.first_token import first_token_last_layer
 from modules.speedups.fused_projections import fuse_qkv_projections
 
-__all__ = ["apply_exact", "apply_for_inference", "apply_for_training", "known_norm"]
+__all__ = ["apply_exact", "apply_for_inference", "apply_for_training", "known_norm", "without_full_mask"]
 
 
 def apply_exact(model: nn.Module, compiled: bool) -> None:
@@ -55,3 +56,13 @@ def apply_for_inference(model: nn.Module, device_type: str, compiled: bool) -> C
     """The CPU patches that pay for `validate`, `test` and `predict` (no gradients); returns their undo."""
     undo = fuse_qkv_projections(model) if device_type == "cpu" and not compiled else None
     return undo or (lambda: None)
+
+
+def without_full_mask(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model inputs without `attention_mask` when it masks nothing (length-sorted evaluation batches often have no
+    padding): attention then takes SDPA's unmasked path, the same numbers up to rounding. CPU tensors only: on GPUs
+    the check would cost a host sync per batch."""
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.device.type != "cpu" or not bool(mask.all()):
+        return inputs
+    return {k: v for k, v in inputs.items() if k != "attention_mask"}
