@@ -9,7 +9,6 @@ import os
 from typing import TYPE_CHECKING
 
 from datasets import Dataset, DatasetDict
-from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoConfig
 
 from modules.data import arrow_rows, preprocess
@@ -37,7 +36,7 @@ def build(dm: "HFDataModule", stage: str) -> dict:
     splits = select_splits(raw, STAGE_SPLITS[stage], dm.validation_size, dm.seed)
     for name, split in splits.items():
         check_columns(dm, split, name)
-    datasets, label_counts, predict_raw, dropped = {}, None, None, {}
+    datasets, label_counts, predict_raw, dropped, texts = {}, None, None, {}, {}
     model_config = AutoConfig.from_pretrained(dm.model_name_or_path)
     max_length = preprocess.effective_max_length(dm.max_length, tokenizer, model_config)
     stride = window_stride(dm, max_length)
@@ -78,8 +77,7 @@ def build(dm: "HFDataModule", stage: str) -> dict:
         if stride is None:
             warn_truncated(arrow_rows.column(datasets[name], "length").to_numpy(), max_length, name)
         else:
-            windows = len(datasets[name])
-            rank_zero_info(f"{name}: {len(split):,} texts in {windows:,} windows of up to {max_length} tokens")
+            texts[name] = len(split)
         if name == "train":
             preprocess.check_unknown_tokens(datasets[name], split[dm.text_column], tokenizer)
             label_counts = preprocess.label_counts(arrow_rows.column(datasets[name], "labels"), spec)
@@ -91,6 +89,7 @@ def build(dm: "HFDataModule", stage: str) -> dict:
         "predict_raw": predict_raw,
         "dropped_rows": dropped,
         "max_length": max_length,
+        "windowed_texts": texts,  # split -> texts, with --data.long_text chunk
         "example_text": next(
             (splits[s][dm.text_column][0] for s in ("validation", "train") if s in splits and len(splits[s])),
             None,

@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 from datasets import Dataset
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
@@ -177,6 +177,11 @@ class HFDataModule(LightningDataModule):
         self.dropped_rows = built["dropped_rows"]
         self.effective_max_length = built["max_length"]
         self.example_text = built["example_text"]
+        for name, texts in built.get("windowed_texts", {}).items():
+            windows = len(self.datasets[name])
+            rank_zero_info(
+                f"{name}: {texts:,} texts in {windows:,} windows of up to {self.effective_max_length} tokens"
+            )
 
     def check_sources(self) -> None:
         """Raise a clear error, before any download or tokenization, for names and files that cannot be loaded."""

@@ -33,8 +33,12 @@ def export_checkpoint(
     state = load_checkpoint(checkpoint_path)
     model = trained_model(state)  # LoRA adapters merged in: a plain model that needs no peft to load
     output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
     data_state = state.get("HFDataModule", {})
+    if data_state.get("long_text") == "chunk":
+        # How the run read long texts, so `serve` windows them as `predict` does (modules/serve/api.py `describe`).
+        model.config.hf_lightning_long_text = "chunk"
+        model.config.hf_lightning_stride = data_state.get("stride")
+    model.save_pretrained(output_dir)
     name = (
         tokenizer_name_or_path
         or data_state.get("tokenizer_name_or_path")
@@ -43,6 +47,9 @@ def export_checkpoint(
     tokenizer = AutoTokenizer.from_pretrained(name)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if data_state.get("max_length"):
+        # The length the run was trained and evaluated at: `pipeline(..., truncation=True)` and `serve` cut there too.
+        tokenizer.model_max_length = min(data_state["max_length"], tokenizer.model_max_length)
     tokenizer.save_pretrained(output_dir)
     # Some writers create files 0600 (temporary file, then rename); the export is for sharing: the user's umask.
     umask = os.umask(0)

@@ -22,11 +22,13 @@ def parse(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows_per_pass", type=int, default=64, help="inputs per forward pass within a batch")
     parser.add_argument("--max_length", type=int, default=None, help="tokens per input; default the model's")
     parser.add_argument(
-        "--long_text", default="truncate", choices=["truncate", "chunk"],
+        "--long_text", default=None, choices=["truncate", "chunk"],
         help="a text over --max_length tokens: cut there, or scored as overlapping windows whose logits are averaged "
-        "(max for multi-label), as --data.long_text chunk does; serve a model trained that way with chunk",
+        "(max for multi-label), as --data.long_text chunk does; default: what the run that made the export used",
     )  # fmt: skip
-    parser.add_argument("--stride", type=int, default=None, help="tokens windows share; default max_length / 4")
+    parser.add_argument(
+        "--stride", type=int, default=None, help="tokens windows share; default the run's, else max_length / 4"
+    )
     parser.add_argument("--threshold", type=float, default=0.5, help="multi-label: probability to count a label")
     parser.add_argument("--max_inputs", type=int, default=64, help="inputs per request")
     parser.add_argument("--max_chars", type=int, default=20_000, help="characters per text")
@@ -61,16 +63,12 @@ def main(args: list[str] | None = None) -> None:
         import litserve as ls
     except ImportError:
         sys.exit("error: serving needs LitServe: pip install -e '.[serve]'")
-    from modules.data.long_text import check_stride
     from modules.serve.api import ClassifierAPI, describe, model_folder
     from modules.serve.limits import Limits, RequestLimits
 
     try:
         folder = model_folder(options.model, options.backend)
-        info = describe(folder, options.max_length) | {"backend": options.backend, "long_text": options.long_text}
-        if options.long_text == "chunk":
-            info["stride"] = info["max_length"] // 4 if options.stride is None else options.stride
-            check_stride(info["stride"], info["max_length"])
+        info = describe(folder, options.max_length, options.long_text, options.stride) | {"backend": options.backend}
     except (HFLightningError, ImportError, OSError, ValueError) as error:
         sys.exit(f"error: {error}")
     threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers_per_device)

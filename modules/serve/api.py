@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from modules.data.labels import TASKS
-from modules.data.long_text import aggregate_windows, encode_windows
+from modules.data.long_text import aggregate_windows, check_stride, encode_windows
 from modules.errors import HFLightningError
 from modules.model.loss import task_outputs
 from modules.serve.limits import is_pair
@@ -46,15 +46,23 @@ def model_folder(path: str | Path, backend: str = "torch") -> Path:
     return path
 
 
-def describe(folder: Path, max_length: int | None) -> dict:
-    """What `/info` says: the model, its task, label names (in id order) and the longest input in tokens."""
+def describe(folder: Path, max_length: int | None, long_text: str | None = None, stride: int | None = None) -> dict:
+    """What `/info` says: the model, its task, label names (in id order), the longest input in tokens (by default the
+    run's `--data.max_length`, which the export's tokenizer keeps) and how longer inputs are read (by default as the
+    run read them: `--data.long_text` and `--data.stride`, kept in the export's config)."""
     config = AutoConfig.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     limit = getattr(config, "max_position_embeddings", None) or 512
     longest = min(max_length or tokenizer.model_max_length, limit)
     task = TASKS.get(config.problem_type or "single_label_classification", "single_label")
     labels = [config.id2label[i] for i in range(config.num_labels)]
-    return {"model": str(folder), "task": task, "labels": labels, "max_length": longest}
+    info = {"model": str(folder), "task": task, "labels": labels, "max_length": longest}
+    info["long_text"] = long_text or getattr(config, "hf_lightning_long_text", None) or "truncate"
+    if info["long_text"] == "chunk":
+        stride = stride if stride is not None else getattr(config, "hf_lightning_stride", None)
+        info["stride"] = longest // 4 if stride is None else stride
+        check_stride(info["stride"], longest)
+    return info
 
 
 class ClassifierAPI(ls.LitAPI):

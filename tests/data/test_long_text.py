@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from helpers import read_metrics, run_dir, write_base_config
 from main import cli_main
@@ -20,6 +20,7 @@ from modules.data.long_text import (
     warn_truncated,
 )
 from modules.errors import HFLightningError
+from modules.outputs.export import export_checkpoint
 
 
 def test_a_long_text_becomes_overlapping_windows_and_a_short_one_stays_whole(tiny_model):
@@ -95,6 +96,11 @@ def test_chunk_learns_what_lies_past_max_length_and_answers_once_per_document(ti
     cli_main(["predict", "--ckpt_path", checkpoint, "--data.predict_file", "new.csv",
               "--predictions.output_path", "alone.csv", "--trainer.logger", "false"])  # fmt: skip
     assert pd.read_csv(tmp_path / "alone.csv")["prediction"].tolist() == rows["prediction"].tolist()
+    # The export keeps how the run read long texts, for `serve`, and its length limit, in the tokenizer.
+    folder = export_checkpoint(checkpoint, tmp_path / "hf_model")
+    config = AutoConfig.from_pretrained(folder)
+    assert (config.hf_lightning_long_text, config.hf_lightning_stride) == ("chunk", 4)
+    assert AutoTokenizer.from_pretrained(folder).model_max_length == 16
 
 
 def test_chunk_with_streaming_is_refused(tmp_path):

@@ -16,17 +16,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
 from helpers import ROOT, write_base_config
 from main import cli_main
 from modules.data.long_text import aggregate_windows, encode_windows
+from modules.errors import HFLightningError
 from modules.model.loss import task_outputs
 from modules.outputs.export import export_checkpoint
 from modules.outputs.onnx import export_onnx
 from modules.serve.__main__ import main as serve_main
 
 pytest.importorskip("litserve")
+describe = pytest.importorskip("modules.serve.api").describe  # imports litserve
 pytestmark = pytest.mark.e2e  # starts servers: `make test-fast` skips it
 
 TEXTS = ["a wonderful film", "the plot was dull and tedious", "fine", "a wonderful and moving story, well told"]
@@ -271,3 +273,18 @@ def test_long_text_chunk_answers_once_per_input_from_its_windows(trained):
     for scores, probabilities in zip(answer["predictions"], expected.tolist()):
         by_name = {s["label"]: s["score"] for s in scores}
         assert [by_name[model.config.id2label[i]] for i in range(2)] == pytest.approx(probabilities, abs=1e-5)
+
+
+def test_long_text_defaults_to_the_runs(tiny_model, tmp_path):
+    folder = _saved(tiny_model, tmp_path / "model", "single_label_classification", ["neg", "pos"])
+    assert describe(folder, None)["long_text"] == "truncate" and "stride" not in describe(folder, None)
+    config = AutoConfig.from_pretrained(folder)
+    config.hf_lightning_long_text, config.hf_lightning_stride = "chunk", 6  # what a chunk run's export records
+    config.save_pretrained(folder)
+    assert {k: describe(folder, 32)[k] for k in ("long_text", "stride", "max_length")} == {
+        "long_text": "chunk", "stride": 6, "max_length": 32,
+    }  # fmt: skip
+    assert describe(folder, 32, "truncate")["long_text"] == "truncate"
+    assert describe(folder, 32, None, 2)["stride"] == 2
+    with pytest.raises(HFLightningError, match="--data.stride 20"):
+        describe(folder, 32, None, 20)
