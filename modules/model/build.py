@@ -7,6 +7,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from modules.data.labels import PROBLEM_TYPES, LabelSpec
+from modules.data.preprocess import MODEL_INPUTS
 from modules.data.sources import check_model_source
 from modules.errors import HFLightningError
 from modules.model.lora import initialized_modules, merge
@@ -22,6 +23,13 @@ def label_config(spec: LabelSpec) -> dict:
         "label2id": {n: i for i, n in enumerate(spec.names)},
         "problem_type": PROBLEM_TYPES[spec.task],
     }
+
+
+def accepted_inputs(model: PreTrainedModel) -> tuple[str, ...]:
+    """The tokenizer outputs the Hugging Face model's `forward` takes (DistilBERT-style models take no
+    `token_type_ids`). Ask the model itself: peft's wrapper takes **kwargs."""
+    accepted = inspect.signature(model.forward).parameters
+    return tuple(k for k in MODEL_INPUTS if k in accepted)
 
 
 def pretrained(name: str, **config_values) -> tuple[PreTrainedModel, list[str]]:

@@ -1,6 +1,5 @@
 """TransformerModule: a Hugging Face sequence classifier with the loss, metrics and schedule of a careful fine-tune."""
 
-import inspect
 from typing import Any, Literal
 
 import torch
@@ -20,8 +19,6 @@ from modules.model.metrics import build_metrics, check_monitors
 from modules.model.optimization import clear_clip_factor, clip_gradients, configure_adamw
 from modules.model.train_loss import TrainLossLog
 from modules.speedups import apply_exact, apply_for_training, without_full_mask
-
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TransformerModule(EvaluationSteps, LightningModule):
@@ -160,8 +157,7 @@ class TransformerModule(EvaluationSteps, LightningModule):
         )
 
     def _set_model(self, model: PreTrainedModel, initialized: list[str] | None = None) -> None:
-        accepted = inspect.signature(model.forward).parameters  # of the Hugging Face model: peft's takes **kwargs
-        self._input_names = tuple(k for k in _MODEL_INPUTS if k in accepted)
+        self._input_names = build.accepted_inputs(model)  # before LoRA wraps it
         if self.hparams.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.hparams.lora_r:

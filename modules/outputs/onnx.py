@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from modules.errors import HFLightningError
+from modules.model.build import accepted_inputs
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -37,14 +38,6 @@ def how_to_export(model_dir: str | Path, quantized: bool) -> str:
         f"write it with `python -m modules.outputs.onnx {model_dir}{' --quantize' if quantized else ''}`, "
         f"or at the end of fit with `{flags}`"
     )
-
-
-def _input_names(model: torch.nn.Module) -> list[str]:
-    """The tokenizer outputs the model's forward takes (DistilBERT-style models take no `token_type_ids`)."""
-    names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in model.forward.__code__.co_varnames[: model.forward.__code__.co_argcount]:
-        names.append("token_type_ids")
-    return names
 
 
 class _Logits(torch.nn.Module):
@@ -72,7 +65,7 @@ def export_onnx(model_dir: str | Path, quantize: bool = False) -> Path:
         raise HFLightningError(f"{model_dir} has no config.json: pass the Hugging Face export folder (hf_model/)")
     # Eager attention: the traced graph is plain matmul/softmax, which every onnxruntime build runs.
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
-    names = _input_names(model)
+    names = list(accepted_inputs(model))
     example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
     output = model_dir / ONNX_FILE
     axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
