@@ -13,7 +13,7 @@ from transformers import AutoConfig
 
 from modules.data import arrow_rows, preprocess
 from modules.data.labels import LabelSpec, infer_label_spec
-from modules.data.long_text import check_stride, warn_truncated
+from modules.data.long_text import warn_truncated, window_stride
 from modules.data.sources import SPLIT_ALIASES, load_splits, load_tokenizer, select_splits
 from modules.errors import HFLightningError
 
@@ -39,7 +39,7 @@ def build(dm: "HFDataModule", stage: str) -> dict:
     datasets, label_counts, predict_raw, dropped, texts = {}, None, None, {}, {}
     model_config = AutoConfig.from_pretrained(dm.model_name_or_path)
     max_length = preprocess.effective_max_length(dm.max_length, tokenizer, model_config)
-    stride = window_stride(dm, max_length)
+    stride = window_stride(dm.stride, max_length) if dm.long_text == "chunk" else None
     for name, split in splits.items():
         labeled = name != "predict"
         if not labeled:
@@ -122,15 +122,6 @@ def build_streaming(dm: "HFDataModule") -> dict:
         "max_length": max_length,
         "example_text": split[dm.text_column][0] if len(split) else None,
     }
-
-
-def window_stride(dm: "HFDataModule", max_length: int) -> int | None:
-    """The overlap of `--data.long_text chunk`'s windows (None: truncate), checked against the effective length."""
-    if dm.long_text != "chunk":
-        return None
-    stride = max_length // 4 if dm.stride is None else dm.stride
-    check_stride(stride, max_length)
-    return stride
 
 
 def text_columns(dm: "HFDataModule") -> list[str]:

@@ -19,6 +19,13 @@ def check_stride(stride: int, max_length: int) -> None:
         )
 
 
+def window_stride(stride: int | None, max_length: int) -> int:
+    """The overlap of windows of `max_length` tokens: `stride`, or a quarter of `max_length` when None; checked."""
+    stride = max_length // 4 if stride is None else stride
+    check_stride(stride, max_length)
+    return stride
+
+
 def encode_windows(
     tokenizer: PreTrainedTokenizerBase,
     texts: list[str],

@@ -10,11 +10,11 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from modules.data.labels import TASKS
-from modules.data.long_text import aggregate_windows, check_stride, encode_windows
+from modules.data.long_text import aggregate_windows, encode_windows, window_stride
 from modules.errors import HFLightningError
 from modules.model.loss import task_outputs
 from modules.serve.limits import is_pair
-from modules.speedups import apply_exact, apply_for_inference
+from modules.speedups import apply_exact, apply_for_inference, without_full_mask
 
 
 def model_folder(path: str | Path, backend: str = "torch") -> Path:
@@ -59,9 +59,9 @@ def describe(folder: Path, max_length: int | None, long_text: str | None = None,
     info = {"model": str(folder), "task": task, "labels": labels, "max_length": longest}
     info["long_text"] = long_text or getattr(config, "hf_lightning_long_text", None) or "truncate"
     if info["long_text"] == "chunk":
-        stride = stride if stride is not None else getattr(config, "hf_lightning_stride", None)
-        info["stride"] = longest // 4 if stride is None else stride
-        check_stride(info["stride"], longest)
+        info["stride"] = window_stride(
+            stride if stride is not None else getattr(config, "hf_lightning_stride", None), longest
+        )
     return info
 
 
@@ -150,9 +150,7 @@ class ClassifierAPI(ls.LitAPI):
         if self.backend != "torch":
             return torch.from_numpy(self.model({k: np.asarray(v) for k, v in encoded.items()}))
         inputs = {k: torch.tensor(v, device=self.device) for k, v in encoded.items()}
-        if bool(inputs["attention_mask"].all()):  # no padding: SDPA's faster path, as in `predict`
-            del inputs["attention_mask"]
-        return self.model(**inputs).logits
+        return self.model(**without_full_mask(inputs)).logits  # as in `predict`
 
     def _answer(self, value: list[float] | float, top_k: int | None) -> dict | list:
         task, names = self.info["task"], self.info["labels"]
