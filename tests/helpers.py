@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -170,3 +171,24 @@ class PreemptAtStep(Callback):
             os.kill(os.getpid(), signal.SIGUSR1)  # Lightning's handler writes hpc_ckpt_1.ckpt and calls scontrol
             while True:
                 time.sleep(1)  # until the test kills the job
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def live_processes_in_group(group: int) -> list[int]:
+    """Processes (not zombies) whose process group is `group`, from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        state, process_group = fields[0], int(fields[2])
+        if process_group == group and state != "Z":
+            alive.append(int(stat.parent.name))
+    return alive

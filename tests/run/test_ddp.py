@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import ROOT, read_metrics, run_dir, run_subprocess, write_base_config
+from helpers import ROOT, live_processes_in_group, read_metrics, run_dir, run_subprocess, write_base_config
 from main import cli_main
 from modules.data.demo import write_reviews
 
@@ -94,20 +93,6 @@ def test_uneven_data_early_stopping_and_checkpoints_agree_on_every_rank(tmp_path
     assert ddp_metrics["test_acc"] == single_metrics["test_acc"]
 
 
-def _live_processes_in_group(group: int) -> list[int]:
-    """Processes (not zombies) whose process group is `group`, from /proc."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        state, process_group = fields[0], int(fields[2])
-        if process_group == group and state != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
-
-
 @pytest.mark.slow
 def test_sigterm_under_ddp_stops_every_rank_with_one_checkpoint(tmp_path, tiny_model, reviews_dir):
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 50})
@@ -125,15 +110,15 @@ def test_sigterm_under_ddp_stops_every_rank_with_one_checkpoint(tmp_path, tiny_m
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # polling for the first checkpoint, not a timing assumption
     assert last.exists(), "no checkpoint before the deadline"
-    assert len(_live_processes_in_group(process.pid)) >= 2  # rank 0 and the rank it launched
+    assert len(live_processes_in_group(process.pid)) >= 2  # rank 0 and the rank it launched
 
     process.send_signal(signal.SIGTERM)  # to rank 0 only, as a scheduler signalling the launcher would
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 143, output[-3000:]
     deadline = time.monotonic() + 60
-    while _live_processes_in_group(process.pid) and time.monotonic() < deadline:
+    while live_processes_in_group(process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _live_processes_in_group(process.pid) == [], "orphan ranks left behind"
+    assert live_processes_in_group(process.pid) == [], "orphan ranks left behind"
     reported = [line for line in output.splitlines() if line.startswith("Stopped at step")]
     assert len(reported) == 1, output[-3000:]  # one checkpoint, written by rank 0
     assert torch.load(last, weights_only=True)["global_step"] == int(reported[0].split()[3].rstrip(":"))

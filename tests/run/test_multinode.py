@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, run_dir, write_base_config
+from helpers import ROOT, free_port, run_dir, write_base_config
 from modules.data.demo import write_reviews
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]  # about 80 s each on 2 shared cores
 
 HELPERS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests")}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _documented_torchrun() -> list[str]:
@@ -62,7 +55,7 @@ def test_two_nodes_follow_the_one_node_loss_trajectory(tmp_path, tiny_model_no_d
         return ["--trainer.callbacks+=helpers.LossRecorder", "--trainer.callbacks.path", str(tmp_path / name)]
 
     two = write_base_config(tmp_path / "two_nodes", tiny_model_no_dropout, data=data, model=model)
-    port = str(_free_port())
+    port = str(free_port())
     launches = []
     for node_rank in ("0", "1"):
         values = {"4": "1", "$NODE_RANK": node_rank, "node0": "127.0.0.1", "29500": port, "configs/bert.yaml": str(two)}
@@ -79,7 +72,7 @@ def test_two_nodes_follow_the_one_node_loss_trajectory(tmp_path, tiny_model_no_d
         "4": "2",
         "$NODE_RANK": "0",
         "node0": "127.0.0.1",
-        "29500": str(_free_port()),
+        "29500": str(free_port()),
         "configs/bert.yaml": str(one),
     }
     words = _torchrun_words(_substitute(documented, values), one, recorder("one_node.json"))
@@ -127,7 +120,7 @@ def _documented_srun() -> list[str]:
 
 
 def _run_job(config: Path, tmp_path: Path, extra: list[str] = ()) -> list[str]:
-    os.environ["TEST_MASTER_PORT"] = str(_free_port())
+    os.environ["TEST_MASTER_PORT"] = str(free_port())
     tasks = [_slurm_task(rank, config, tmp_path, list(extra)) for rank in (0, 1)]
     outputs = [task.communicate(timeout=120)[0] for task in tasks]
     assert [task.returncode for task in tasks] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
@@ -162,7 +155,7 @@ def test_slurm_sigusr1_writes_a_checkpoint_and_the_requeued_job_resumes_exactly(
         data=data,
         trainer={**trainer, "default_root_dir": str(tmp_path / "job")},
     )
-    os.environ["TEST_MASTER_PORT"] = str(_free_port())
+    os.environ["TEST_MASTER_PORT"] = str(free_port())
     tasks = [_slurm_task(r, job, tmp_path, ["--trainer.callbacks+=helpers.PreemptAtStep"]) for r in (0, 1)]
     hpc = tmp_path / "job" / "hpc_ckpt_1.ckpt"  # Lightning's requeue checkpoint, in default_root_dir
     deadline = time.monotonic() + 120

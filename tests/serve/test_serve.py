@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
-from helpers import ROOT, write_base_config
+from helpers import ROOT, free_port, live_processes_in_group, write_base_config
 from main import cli_main
 from modules.data.long_text import aggregate_windows, encode_windows
 from modules.errors import HFLightningError
@@ -34,28 +33,9 @@ pytestmark = pytest.mark.e2e  # starts servers: `make test-fast` skips it
 TEXTS = ["a wonderful film", "the plot was dull and tedious", "fine", "a wonderful and moving story, well told"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _group(pgid: int) -> list[int]:
-    """Live processes of a process group (zombies excluded)."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
-
-
 class Server:
     def __init__(self, model: Path, *flags: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "modules.serve", str(model), "--port", str(self.port), *flags]
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")  # a pipe nobody reads would block the server
@@ -98,7 +78,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 pass
         deadline = time.monotonic() + 5  # a process of the group that the kernel is still tearing down
-        while (left := _group(self.process.pid)) and time.monotonic() < deadline:
+        while (left := live_processes_in_group(self.process.pid)) and time.monotonic() < deadline:
             time.sleep(0.1)
         if left:
             os.killpg(self.process.pid, signal.SIGKILL)
