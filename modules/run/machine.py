@@ -93,8 +93,10 @@ def machine_report(trainer: Trainer) -> dict:
     return report
 
 
-def precision_warning(precision: str, device_type: str) -> str | None:
-    """The guard's message when `precision` would be emulated on `device_type`, else None."""
+def precision_warning(
+    precision: str, device_type: str, flag: str = "--trainer.precision", work: str = "training"
+) -> str | None:
+    """The guard's message when `precision` (given as `flag`) would be emulated on `device_type`, else None."""
     kind = precision_kind(precision)
     if kind is None or has_native_16bit(kind, device_type):
         return None
@@ -106,8 +108,8 @@ def precision_warning(precision: str, device_type: str) -> str | None:
         slowdown = "several times slower than fp32 or a native format"
         hardware = f"this GPU ({torch.cuda.get_device_name()}) has no native {kind}"
     return (
-        f"--trainer.precision {precision}: {hardware}, so {kind} is emulated ({slowdown}); training will be far slower "
-        "than needed. Use --trainer.precision 32-true (docs/check.md lists the hardware with native bf16)."
+        f"{flag} {precision}: {hardware}, so {kind} is emulated ({slowdown}); {work} will be far slower than needed. "
+        f"Use {flag} 32-true (docs/check.md lists the hardware with native bf16)."
     )
 
 

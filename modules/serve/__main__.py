@@ -11,6 +11,12 @@ import sys
 
 from modules.errors import HFLightningError
 
+DTYPES = {"32-true": "float32", "bf16-true": "bfloat16", "16-true": "float16"}  # --precision -> torch dtype name
+# CPU workers by default: one per core (each with its own torch threads, none waiting at another's barriers: on 2 cores
+# two 1-thread workers answered ~1.15-1.25x the rows/s of one 2-thread worker, benchmarks/README.md), at most this many
+# model copies in memory.
+MOST_CPU_WORKERS = 4
+
 
 def parse(args: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m modules.serve", description=__doc__.splitlines()[0])
@@ -43,18 +49,44 @@ def parse(args: list[str] | None) -> argparse.Namespace:
         help="torch: the PyTorch model; onnx / onnx-int8: model.onnx / model.int8.onnx with onnxruntime on the CPU "
         "(written by --export.onnx true [--export.quantize true], docs/serve.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--precision", default="32-true", choices=list(DTYPES),
+        help="the PyTorch backend's weights and compute, as predict's --trainer.precision: 32-true gives predict's "
+        "numbers; bf16-true is faster where bf16 is native (GPUs from Ampere, CPUs with AMX or AVX512-BF16)",
+    )  # fmt: skip
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--workers_per_device", type=int, default=1, help="model copies per device (1 per GPU)")
+    parser.add_argument(
+        "--workers_per_device", type=int, default=None,
+        help=f"model copies per device; default 1 per GPU, and on CPUs one per core up to {MOST_CPU_WORKERS}",
+    )  # fmt: skip
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per CPU worker; default: cores / workers"
     )
     options = parser.parse_args(args)
     if options.backend != "torch" and options.accelerator not in ("auto", "cpu"):
         parser.error(f"--backend {options.backend} runs on the CPU: drop --accelerator {options.accelerator}")
+    if options.backend != "torch" and options.precision != "32-true":
+        parser.error(
+            f"--precision applies to --backend torch; {options.backend} runs its file's own precision "
+            "(onnx-int8: int8 weights)"
+        )
     for name in ("max_batch_size", "rows_per_pass", "max_inputs", "max_chars", "max_body_bytes", "workers_per_device"):
-        if getattr(options, name) < 1:
+        if getattr(options, name) is not None and getattr(options, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return options
+
+
+def device_type(accelerator: str, backend: str) -> str:
+    """What LitServe's `accelerator` resolves to: cuda, mps or cpu."""
+    if backend != "torch" or accelerator == "cpu":
+        return "cpu"
+    if accelerator != "auto":
+        return accelerator
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
 def main(args: list[str] | None = None) -> None:
@@ -71,7 +103,17 @@ def main(args: list[str] | None = None) -> None:
         info = describe(folder, options.max_length, options.long_text, options.stride) | {"backend": options.backend}
     except (HFLightningError, ImportError, OSError, ValueError) as error:
         sys.exit(f"error: {error}")
-    threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers_per_device)
+    device = device_type(options.accelerator, options.backend)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = options.workers_per_device or (min(cores, MOST_CPU_WORKERS) if device == "cpu" else 1)
+    threads = options.threads or max(1, cores // workers)
+    if options.backend == "torch":
+        from modules.run.machine import precision_warning
+
+        warning = precision_warning(options.precision, device, "--precision", "serving")
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    info |= {"precision": options.precision if options.backend == "torch" else None, "workers": workers}
     api = ClassifierAPI(
         folder,
         info,
@@ -79,14 +121,15 @@ def main(args: list[str] | None = None) -> None:
         options.rows_per_pass,
         threads,
         options.backend,
+        dtype=DTYPES[options.precision],
         max_batch_size=options.max_batch_size,
         batch_timeout=options.batch_timeout,
     )
     limits = Limits(options.max_body_bytes, options.max_inputs, options.max_chars)
     server = ls.LitServer(
         api,
-        accelerator="cpu" if options.backend != "torch" else options.accelerator,
-        workers_per_device=options.workers_per_device,
+        accelerator=device,
+        workers_per_device=workers,
         timeout=options.timeout,
         model_metadata=info,
         middlewares=[(RequestLimits, {"limits": limits})],

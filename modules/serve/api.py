@@ -65,6 +65,27 @@ def describe(folder: Path, max_length: int | None, long_text: str | None = None,
     return info
 
 
+# What one more forward pass costs, in padded tokens: its fixed costs (per-layer kernel launches, smaller matmuls).
+# Measured on MiniLM with 2 CPU cores (benchmarks/README.md, "Serving under load"); GPUs pad almost for free.
+PASS_OVERHEAD_TOKENS = {"cpu": 128, "accelerator": 4096}
+
+
+def plan_passes(lengths: list[int], most_rows: int, overhead: int) -> list[slice]:
+    """Cut rows sorted longest first (their token `lengths`) into consecutive forward passes of at most `most_rows`
+    rows, each padded to its first row, with the fewest padded tokens plus `overhead` tokens per pass."""
+    best, cut = [0] + [float("inf")] * len(lengths), [0] * (len(lengths) + 1)
+    for end in range(1, len(lengths) + 1):
+        for start in range(max(0, end - most_rows), end):
+            cost = best[start] + overhead + (end - start) * lengths[start]
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    passes, end = [], len(lengths)
+    while end:
+        passes.append(slice(cut[end], end))
+        end = cut[end]
+    return passes[::-1]
+
+
 class ClassifierAPI(ls.LitAPI):
     """Requests are checked before they are queued (`limits`); here every request is a valid `{"inputs": [...]}`."""
 
@@ -76,11 +97,12 @@ class ClassifierAPI(ls.LitAPI):
         rows_per_pass: int,
         threads: int,
         backend: str = "torch",
+        dtype: str = "float32",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.folder, self.info, self.threshold = folder, info, threshold
-        self.rows_per_pass, self.threads, self.backend = rows_per_pass, threads, backend
+        self.rows_per_pass, self.threads, self.backend, self.dtype = rows_per_pass, threads, backend, dtype
 
     def setup(self, device: str) -> None:
         if device == "cpu":
@@ -89,7 +111,7 @@ class ClassifierAPI(ls.LitAPI):
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         if self.backend == "torch":
             model = AutoModelForSequenceClassification.from_pretrained(self.folder)
-            self.model = model.to(device).eval()
+            self.model = model.to(device, getattr(torch, self.dtype)).eval()
             # What `predict` runs: the last layer on the first token only, fused projections on CPUs (modules/speedups).
             apply_exact(self.model, compiled=False)
             apply_for_inference(self.model, torch.device(device).type, compiled=False)
@@ -115,12 +137,9 @@ class ClassifierAPI(ls.LitAPI):
         scores: dict[tuple[int, int], list[float] | float] = {}
         for pairs in (False, True):
             group = [(r, i, item) for r, i, item in items if is_pair(item) == pairs]
-            # Longest first, in passes of similar lengths: little padding, and the order is undone below.
-            group.sort(key=lambda entry: -sum(map(len, entry[2] if pairs else [entry[2]])))
-            for start in range(0, len(group), self.rows_per_pass):
-                part = group[start : start + self.rows_per_pass]
-                values = self._scores([item for _, _, item in part], pairs)
-                scores.update({(r, i): value for (r, i, _), value in zip(part, values)})
+            if group:
+                values = self._scores([item for _, _, item in group], pairs)
+                scores.update({(r, i): value for (r, i, _), value in zip(group, values)})
         answers = [
             [self._answer(scores[(r, i)], top_k) for i in range(len(inputs))]
             for r, (inputs, top_k) in enumerate(requests)
@@ -129,21 +148,34 @@ class ClassifierAPI(ls.LitAPI):
 
     @torch.inference_mode()
     def _scores(self, items: list, pairs: bool) -> list:
+        """Task outputs of `items` (texts, or pairs when `pairs`), in their order."""
         first = [item[0] for item in items] if pairs else items
         second = [item[1] for item in items] if pairs else None
         max_length = self.info["max_length"]
         if self.info.get("long_text") != "chunk":
-            encoded = self.tokenizer(first, second, truncation=True, max_length=max_length, padding=True)
-            logits = self._logits(encoded)
-        else:  # every window of every input, in passes; then one row of logits per input
-            windows = encode_windows(self.tokenizer, first, max_length, self.info["stride"], second)
-            document = torch.tensor(windows.pop("document"))
-            logits = torch.cat([
-                self._logits(self.tokenizer.pad({k: v[start : start + self.rows_per_pass] for k, v in windows.items()}))
-                for start in range(0, len(document), self.rows_per_pass)
-            ])  # fmt: skip
+            encoded = self.tokenizer(first, second, truncation=True, max_length=max_length)
+            logits = self._logits_in_passes(encoded)
+        else:  # every window of every input; then one row of logits per input
+            encoded = encode_windows(self.tokenizer, first, max_length, self.info["stride"], second)
+            document = torch.tensor(encoded.pop("document"))
+            logits = self._logits_in_passes(encoded)
             logits = aggregate_windows(logits, document, multi_label=self.info["task"] == "multi_label")
         return task_outputs(self.info["task"], logits).cpu().tolist()
+
+    def _logits_in_passes(self, encoded: dict) -> torch.Tensor:
+        """Logits of unpadded token rows, in their order: the rows are sorted by length and cut into forward passes
+        by `plan_passes`, each padded to its own longest row."""
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+        overhead = PASS_OVERHEAD_TOKENS["cpu" if self.device == "cpu" else "accelerator"]
+        logits = None
+        for part in plan_passes([lengths[row] for row in order], self.rows_per_pass, overhead):
+            rows = order[part]
+            values = self._logits(self.tokenizer.pad({k: [v[row] for row in rows] for k, v in encoded.items()}))
+            if logits is None:
+                logits = torch.empty((len(lengths), values.shape[-1]), device=values.device)  # fp32 from any precision
+            logits[rows] = values.float()
+        return logits
 
     def _logits(self, encoded: dict) -> torch.Tensor:
         """Logits of one padded batch of token ids (a tokenizer's lists)."""

@@ -54,3 +54,10 @@ def test_guard_is_silent_when_bf16_is_native(tmp_path, tiny_model, reviews_dir, 
 def test_guard_is_silent_in_fp32(tmp_path, tiny_model, reviews_dir, monkeypatch):
     monkeypatch.setattr(machine, "has_native_16bit", lambda kind, device_type: False)
     assert _validate(tmp_path, tiny_model, reviews_dir, "32-true") == []
+
+
+def test_the_warning_names_the_flag_it_is_about(monkeypatch):
+    monkeypatch.setattr(machine, "has_native_16bit", lambda kind, device_type: False)
+    message = machine.precision_warning("bf16-true", "cpu", "--precision", "serving")
+    assert message.startswith("--precision bf16-true: this CPU") and "serving will be far slower" in message
+    assert "Use --precision 32-true" in message

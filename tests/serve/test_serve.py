@@ -228,6 +228,33 @@ def test_onnx_backends_answer_as_pytorch_does(trained):
             assert [p["label"] for p in answer["predictions"]] == list(predicted["prediction"])
 
 
+def test_bf16_precision_serves_close_to_fp32(trained):
+    *_, folder, predicted = trained
+    served = Server(folder, "--precision", "bf16-true", "--workers_per_device", "1")
+    try:
+        status, answer = served.post({"inputs": TEXTS})
+        info = json.loads(served.get("/info")[1])["model"]
+    finally:
+        served.stop()
+    assert status == 200 and info["precision"] == "bf16-true" and info["workers"] == 1
+    for p, (_, row) in zip(answer["predictions"], predicted.iterrows()):
+        assert p["score"] == pytest.approx(row[f"prob_{p['label']}"], abs=0.02)  # bf16 keeps ~3 significant digits
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--backend", "onnx", "--precision", "bf16-true"], "--precision applies to --backend torch"),
+        (["--workers_per_device", "0"], "--workers_per_device must be at least 1"),
+        (["--precision", "bf16"], "invalid choice: 'bf16'"),
+    ],
+)
+def test_bad_serving_options_are_one_line(tiny_model, capsys, flags, message):
+    with pytest.raises(SystemExit) as stopped:
+        serve_main([str(tiny_model), *flags])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_onnx_backend_without_its_file_fails_before_serving(tiny_model):
     with pytest.raises(SystemExit) as stopped:
         serve_main([str(tiny_model), "--backend", "onnx-int8"])
