@@ -112,8 +112,10 @@ def documents_of_windows(
 
         gathered: list = [None] * world_size
         dist.all_gather_object(gathered, (index, logits, labels))
-        gathered = [g for g in gathered if len(g[0])]
+        gathered = [g for g in gathered if len(g[0])] or [(index, logits, labels)]
         index, logits, labels = (torch.cat([g[i] for g in gathered]) for i in range(3))
+    if not len(index):  # no windows on any rank (an empty split): no documents, nothing to score
+        return logits, labels
     documents, inverse = torch.unique(index, return_inverse=True)
     per_document = aggregate_windows(logits, inverse, multi_label)
     document_labels = torch.empty((len(documents), *labels.shape[1:]), dtype=labels.dtype)

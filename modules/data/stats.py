@@ -1,8 +1,11 @@
 """What the data looks like once cleaned and tokenized: rows, drops, labels and token lengths, for `check`'s report."""
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset
 
+from modules.data.arrow_rows import chunks, column, is_scalar
 from modules.data.labels import LabelSpec
 
 
@@ -26,10 +29,29 @@ def reached_share(lengths: np.ndarray, max_length: int) -> float:
     return float((lengths >= max_length).mean()) if len(lengths) else 0.0
 
 
-def pair_sides(token_type_ids: list[list[int]]) -> tuple[list[int], list[int]]:
-    """Tokens of the first and the second text of each pair (their special tokens included), from `token_type_ids`."""
-    second = [sum(row) for row in token_type_ids]
-    return [len(row) - s for row, s in zip(token_type_ids, second)], second
+def pair_sides(token_type_ids: pa.ChunkedArray | list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens of the first and the second text of each pair (their special tokens included), from `token_type_ids`
+    (1 marks the second text), read from Arrow a slice at a time."""
+    if not isinstance(token_type_ids, pa.ChunkedArray):
+        token_type_ids = pa.chunked_array([pa.array(token_type_ids)])
+    firsts, seconds = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for _, part in chunks(token_type_ids):
+        totals = pc.list_value_length(part).to_numpy().astype(np.int64)
+        running = np.concatenate([[0], np.cumsum(pc.list_flatten(part).to_numpy().astype(np.int64))])
+        ends = np.cumsum(totals)
+        second = running[ends] - running[ends - totals]  # the ones in each row
+        firsts.append(totals - second)
+        seconds.append(second)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def column_values(split: Dataset, name: str) -> np.ndarray:
+    """A numeric column as one array (a list column, e.g. multi-label targets, as rows x values), without Python
+    lists."""
+    values = column(split, name)
+    if is_scalar(values):
+        return values.to_numpy()
+    return pc.list_flatten(values).to_numpy().reshape(len(values), -1)
 
 
 def label_stats(labels: list, spec: LabelSpec) -> dict:
@@ -50,15 +72,14 @@ def label_stats(labels: list, spec: LabelSpec) -> dict:
 
 def split_stats(dataset: Dataset, max_length: int, spec: LabelSpec | None, pairs: bool) -> dict:
     """The report of one tokenized split: rows, token lengths (pairs: per side too), labels."""
-    lengths = dataset["length"][:]
-    report = {"rows": len(dataset), "tokens": length_stats(lengths, max_length)}
+    report = {"rows": len(dataset), "tokens": length_stats(column_values(dataset, "length"), max_length)}
     if pairs and "token_type_ids" in dataset.column_names:
-        first, second = pair_sides(dataset["token_type_ids"][:])
+        first, second = pair_sides(column(dataset, "token_type_ids"))
         report["tokens_first"] = length_stats(first, max_length)
         report["tokens_second"] = length_stats(second, max_length)
         del report["tokens_first"]["truncated_share"], report["tokens_second"]["truncated_share"]
     if spec is not None and "labels" in dataset.column_names and len(dataset):
-        report["labels"] = label_stats(dataset["labels"][:], spec)
+        report["labels"] = label_stats(column_values(dataset, "labels"), spec)
     return report
 
 

@@ -122,3 +122,13 @@ def test_documents_of_windows_split_across_batches_and_ranks(monkeypatch):
     assert torch.equal(shares[0][0], torch.tensor([[2.0, 1.0], [0.0, 5.0]]))  # documents 0 (mean of 2) and 2
     assert torch.equal(shares[0][1], torch.tensor([1, 0]))
     assert torch.equal(shares[1][0], torch.tensor([[2.0, 2.0]])) and torch.equal(shares[1][1], torch.tensor([0]))
+
+
+def test_documents_of_windows_of_an_empty_split(monkeypatch):
+    logits, labels = documents_of_windows([], False, 1, 0)
+    assert len(logits) == 0 and len(labels) == 0
+    empty = (torch.empty(0, dtype=torch.long), torch.empty(0), torch.empty(0))
+    gather = lambda out, _: out.__setitem__(slice(None), [empty] * 2)  # noqa: E731
+    monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
+    logits, labels = documents_of_windows([], False, 2, 1)  # no rank had a window
+    assert len(logits) == 0 and len(labels) == 0

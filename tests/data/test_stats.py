@@ -16,7 +16,8 @@ def test_length_stats_of_an_empty_split():
 
 
 def test_pair_sides_from_token_type_ids():
-    assert pair_sides([[0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1]]) == ([3, 2], [2, 4])
+    first, second = pair_sides([[0, 0, 0, 1, 1], [], [0, 0, 1, 1, 1, 1]])
+    assert first.tolist() == [3, 0, 2] and second.tolist() == [2, 0, 4]
 
 
 def test_single_label_counts_and_imbalance():
@@ -41,3 +42,19 @@ def test_regression_range():
     assert label_stats([0.5, 1.5, 4.0], LabelSpec("regression", ())) == pytest.approx(
         {"min": 0.5, "max": 4.0, "mean": 2.0}
     )
+
+
+def test_split_stats_reads_arrow_columns_through_a_selection():
+    from datasets import Dataset
+
+    from modules.data.stats import split_stats
+
+    rows = Dataset.from_dict({
+        "length": [5, 6, 3, 9],
+        "token_type_ids": [[0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1], [0, 0, 0], [0] * 9],
+        "labels": [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]],
+    }).select([0, 1, 3])  # fmt: skip
+    report = split_stats(rows, max_length=9, spec=LabelSpec("multi_label", ("a", "b")), pairs=True)
+    assert report["rows"] == 3 and report["tokens"]["max"] == 9 and report["tokens"]["truncated_share"] == 0.3333
+    assert report["tokens_first"]["max"] == 9 and report["tokens_second"]["max"] == 4
+    assert report["labels"]["counts"] == {"a": 2, "b": 1}
