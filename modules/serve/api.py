@@ -66,7 +66,8 @@ def describe(folder: Path, max_length: int | None, long_text: str | None = None,
 
 
 # What one more forward pass costs, in padded tokens: its fixed costs (per-layer kernel launches, smaller matmuls).
-# Measured on MiniLM with 2 CPU cores (benchmarks/README.md, "Serving under load"); GPUs pad almost for free.
+# CPU: measured on MiniLM with 2 cores (benchmarks/README.md, "Serving under load"). GPUs pad almost for free and
+# pay ~10 us per kernel launch, so a pass there is worth thousands of tokens (not measured here: no GPU was at hand).
 PASS_OVERHEAD_TOKENS = {"cpu": 128, "accelerator": 4096}
 
 
