@@ -161,3 +161,14 @@ def distinct_values(values: pa.ChunkedArray) -> list:
     """The column's distinct non-missing values, as Python objects (bounded by the number of classes)."""
     present = pc.drop_null(pc.if_else(pc.is_nan(values), None, values) if pa.types.is_floating(values.type) else values)
     return pc.unique(present).to_pylist()
+
+
+def label_counts(labels: pa.ChunkedArray, spec: "LabelSpec") -> list[float]:
+    """Rows per class (single-label) or positives per label (multi-label); empty for regression."""
+    if spec.task == "single_label":
+        counts = np.bincount(labels.to_numpy(zero_copy_only=False), minlength=spec.num_labels)
+        return [float(c) for c in counts[: spec.num_labels]]
+    if spec.task == "multi_label":
+        hot = pc.list_flatten(labels).to_numpy(zero_copy_only=False).reshape(-1, spec.num_labels)
+        return [float(c) for c in hot.sum(axis=0)]
+    return []

@@ -80,7 +80,7 @@ def build(dm: "HFDataModule", stage: str) -> dict:
             texts[name] = len(split)
         if name == "train":
             preprocess.check_unknown_tokens(datasets[name], split[dm.text_column], tokenizer)
-            label_counts = preprocess.label_counts(arrow_rows.column(datasets[name], "labels"), spec)
+            label_counts = arrow_rows.label_counts(arrow_rows.column(datasets[name], "labels"), spec)
     return {
         "tokenizer": tokenizer,
         "label_spec": spec,

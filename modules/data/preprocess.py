@@ -219,14 +219,3 @@ def check_unknown_tokens(
             "The model cannot learn from those words: use a tokenizer (model) made for this language and text."
         )
     return rate
-
-
-def label_counts(labels: pa.ChunkedArray, spec: LabelSpec) -> list[float]:
-    """Rows per class (single-label) or positives per label (multi-label); empty for regression."""
-    if spec.task == "single_label":
-        counts = np.bincount(labels.to_numpy(zero_copy_only=False), minlength=spec.num_labels)
-        return [float(c) for c in counts[: spec.num_labels]]
-    if spec.task == "multi_label":
-        hot = pc.list_flatten(labels).to_numpy(zero_copy_only=False).reshape(-1, spec.num_labels)
-        return [float(c) for c in hot.sum(axis=0)]
-    return []

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 
-from modules.data.arrow_rows import chunks, column, is_scalar
+from modules.data.arrow_rows import chunks, column, label_counts
 from modules.data.labels import LabelSpec
 
 
@@ -29,11 +29,9 @@ def reached_share(lengths: np.ndarray, max_length: int) -> float:
     return float((lengths >= max_length).mean()) if len(lengths) else 0.0
 
 
-def pair_sides(token_type_ids: pa.ChunkedArray | list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+def pair_sides(token_type_ids: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """Tokens of the first and the second text of each pair (their special tokens included), from `token_type_ids`
     (1 marks the second text), read from Arrow a slice at a time."""
-    if not isinstance(token_type_ids, pa.ChunkedArray):
-        token_type_ids = pa.chunked_array([pa.array(token_type_ids)])
     firsts, seconds = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
     for _, part in chunks(token_type_ids):
         totals = pc.list_value_length(part).to_numpy().astype(np.int64)
@@ -45,26 +43,13 @@ def pair_sides(token_type_ids: pa.ChunkedArray | list[list[int]]) -> tuple[np.nd
     return np.concatenate(firsts), np.concatenate(seconds)
 
 
-def column_values(split: Dataset, name: str) -> np.ndarray:
-    """A numeric column as one array (a list column, e.g. multi-label targets, as rows x values), without Python
-    lists."""
-    values = column(split, name)
-    if is_scalar(values):
-        return values.to_numpy()
-    return pc.list_flatten(values).to_numpy().reshape(len(values), -1)
-
-
-def label_stats(labels: list, spec: LabelSpec) -> dict:
+def label_stats(labels: pa.ChunkedArray, spec: LabelSpec) -> dict:
     """Rows per label name (positives per label for multi-label) and the imbalance ratio (largest / smallest count);
     regression targets: their range."""
     if spec.task == "regression":
-        values = np.asarray(labels, dtype=float)
+        values = labels.to_numpy().astype(float)
         return {"min": float(values.min()), "max": float(values.max()), "mean": round(float(values.mean()), 4)}
-    if spec.task == "single_label":
-        counts = np.bincount(np.asarray(labels, dtype=int), minlength=spec.num_labels)
-    else:
-        counts = np.asarray(labels, dtype=float).sum(axis=0)
-    counts = {name: int(c) for name, c in zip(spec.names, counts)}
+    counts = {name: int(c) for name, c in zip(spec.names, label_counts(labels, spec))}
     smallest = min(counts.values())
     ratio = round(max(counts.values()) / smallest, 2) if smallest else None  # None: a label never occurs
     return {"counts": counts, "imbalance_ratio": ratio}
@@ -72,14 +57,14 @@ def label_stats(labels: list, spec: LabelSpec) -> dict:
 
 def split_stats(dataset: Dataset, max_length: int, spec: LabelSpec | None, pairs: bool) -> dict:
     """The report of one tokenized split: rows, token lengths (pairs: per side too), labels."""
-    report = {"rows": len(dataset), "tokens": length_stats(column_values(dataset, "length"), max_length)}
+    report = {"rows": len(dataset), "tokens": length_stats(column(dataset, "length").to_numpy(), max_length)}
     if pairs and "token_type_ids" in dataset.column_names:
         first, second = pair_sides(column(dataset, "token_type_ids"))
         report["tokens_first"] = length_stats(first, max_length)
         report["tokens_second"] = length_stats(second, max_length)
         del report["tokens_first"]["truncated_share"], report["tokens_second"]["truncated_share"]
     if spec is not None and "labels" in dataset.column_names and len(dataset):
-        report["labels"] = label_stats(column_values(dataset, "labels"), spec)
+        report["labels"] = label_stats(column(dataset, "labels"), spec)
     return report
 
 

@@ -1,5 +1,6 @@
 """The data report's pure functions: token length percentiles, truncation share, pair sides, label counts."""
 
+import pyarrow as pa
 import pytest
 
 from modules.data.labels import LabelSpec
@@ -16,30 +17,33 @@ def test_length_stats_of_an_empty_split():
 
 
 def test_pair_sides_from_token_type_ids():
-    first, second = pair_sides([[0, 0, 0, 1, 1], [], [0, 0, 1, 1, 1, 1]])
+    first, second = pair_sides(pa.chunked_array([[[0, 0, 0, 1, 1], [], [0, 0, 1, 1, 1, 1]]]))
     assert first.tolist() == [3, 0, 2] and second.tolist() == [2, 0, 4]
 
 
 def test_single_label_counts_and_imbalance():
     spec = LabelSpec("single_label", ("neg", "neu", "pos"))
-    assert label_stats([0, 2, 2, 2, 1, 2], spec) == {"counts": {"neg": 1, "neu": 1, "pos": 4}, "imbalance_ratio": 4.0}
+    assert label_stats(pa.chunked_array([[0, 2, 2, 2, 1, 2]]), spec) == {
+        "counts": {"neg": 1, "neu": 1, "pos": 4},
+        "imbalance_ratio": 4.0,
+    }
 
 
 def test_a_label_that_never_occurs_has_no_ratio():
     spec = LabelSpec("single_label", ("neg", "pos"))
-    assert label_stats([1, 1], spec)["imbalance_ratio"] is None
+    assert label_stats(pa.chunked_array([[1, 1]]), spec)["imbalance_ratio"] is None
 
 
 def test_multi_label_counts_positives():
     spec = LabelSpec("multi_label", ("a", "b"))
-    assert label_stats([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]], spec) == {
+    assert label_stats(pa.chunked_array([[[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]]), spec) == {
         "counts": {"a": 3, "b": 1},
         "imbalance_ratio": 3.0,
     }
 
 
 def test_regression_range():
-    assert label_stats([0.5, 1.5, 4.0], LabelSpec("regression", ())) == pytest.approx(
+    assert label_stats(pa.chunked_array([[0.5, 1.5, 4.0]]), LabelSpec("regression", ())) == pytest.approx(
         {"min": 0.5, "max": 4.0, "mean": 2.0}
     )
 
