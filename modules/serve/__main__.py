@@ -13,8 +13,8 @@ from modules.errors import HFLightningError
 
 DTYPES = {"32-true": "float32", "bf16-true": "bfloat16", "16-true": "float16"}  # --precision -> torch dtype name
 # CPU workers by default: one per core (each with its own torch threads, none waiting at another's barriers: on 2 cores
-# two 1-thread workers answered ~1.15-1.25x the rows/s of one 2-thread worker, benchmarks/README.md), at most this many
-# model copies in memory.
+# with 8 or 32 clients two 1-thread workers answered ~1.16x the rows/s of one 2-thread worker, benchmarks/README.md),
+# at most this many model copies in memory.
 MOST_CPU_WORKERS = 4
 
 
