@@ -2,305 +2,47 @@
 
 python main.py fit --config configs/bert.yaml
 python main.py test --config configs/bert.yaml --ckpt_path best
+python main.py serve logs/bert/version_0/hf_model
+
+The one door: every command (`python main.py --help` lists them) is dispatched from the table in
+modules/cli/commands.py. The `hf-lightning` console script is this same `main`.
 """
 
-import argparse
-import difflib
-import re
+import importlib
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
 
-from modules.fast_path import DESCRIPTION, SUBCOMMAND_HELP, SUBCOMMANDS, answer_without_lightning
-
-if __name__ == "__main__":
-    # The top-level --help and a misspelled key answer in well under a second, before the ~10 s imports below.
-    answer_without_lightning(sys.argv[1:])
-
-import torch
-from jsonargparse import DefaultHelpFormatter
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelSummary, ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-from modules import compat
-from modules.data import HFDataModule
-from modules.data.arrow_rows import ReleaseMappedPages
-from modules.errors import HFLightningError
-from modules.model import TransformerModule
-from modules.outputs.export import HFExport
-from modules.outputs.predictions import PredictionWriter
-from modules.outputs.report import TestReport
-from modules.outputs.run_files import SaveRunConfig, write_metrics
-from modules.run import AtomicCheckpointIO, RNGState
-from modules.run.check import HFTrainer
-from modules.run.interrupts import stop_gracefully
-from modules.run.machine import PrecisionGuard
-from modules.run.paths import (
-    checkpoint_search_root,
-    checkpoint_settings,
-    find_checkpoint,
-    load_checkpoint,
-    name_unnamed_loggers,
-    run_name,
-    run_version,
-)
-from modules.run.progress import LogInterval, PlainModelSummary, default_progress_bar
-from modules.run.quiet import plain_output, quiet_library_noise
-
-CKPT_PATH_HELP = (
-    "A checkpoint file, or `best` / `last`: the best (by the checkpoint callback's monitor, val_loss in the recipes) "
-    "or the last checkpoint of this config's most recent `fit` (found under its logger's run folder). `fit` resumes "
-    "from it; validate, test and predict use its weights, and with no data set but a file, its model and labels."
-)
+from modules.cli.commands import COMMANDS, LIGHTNING_COMMANDS
+from modules.cli.fast_path import answer_without_lightning, top_level_help
+from modules.cli.suggest import did_you_mean
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
-    """jsonargparse's help, with the description's lines (the examples) kept as written."""
-
-
-class ArgumentParser(LightningArgumentParser):
-    """LightningCLI's parser; a bad flag or value prints the error and where to find the options, not the usage."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # `--model.learning_rat 0.01` must not silently set learning_rate: a shortened flag is an unknown flag.
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def add_method_arguments(self, *args: Any, **kwargs: Any) -> list[str]:
-        # Not a group of its own: its title would be the Trainer method's docstring, cut off mid-sentence.
-        added = super().add_method_arguments(*args, **{**kwargs, "as_group": False})
-        compat.set_argument_help(self, "ckpt_path", CKPT_PATH_HELP)  # Lightning's text: hpc/registry, not best/last
-        return added
-
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not self.exit_on_error:
-            super().error(message, ex)
-        parser = getattr(ex, "subcommand_parser", None) or self
-        prog = parser.prog.replace(" [options]", "")
-        hint = _did_you_mean(message, parser)
-        first, *rest = message.splitlines() or [""]
-        details = "".join(f"{line}\n" for line in rest)
-        sys.stderr.write(f"error: {first}{hint}\n{details}(`{prog} --help` lists the options)\n")
+def main(argv: list[str] | None = None) -> None:
+    """Run `COMMAND ARGS...`; bad input prints one `error:` line and exits with status 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "main.py"
+    prog = prog if prog != "__main__.py" else "main.py"
+    # The top-level --help and a misspelled key answer in well under a second, before Lightning's imports.
+    answer_without_lightning(argv, prog)
+    if not argv:
+        sys.stderr.write(f"{top_level_help(prog)}\nerror: name a command\n")
         sys.exit(2)
-
-
-def _did_you_mean(message: str, parser: LightningArgumentParser) -> str:
-    """` (did you mean --model.learning_rate?)` for the first unknown flag or key in `message` close to a known one."""
-    unknown = (
-        re.findall(r"--([\w.]+)", message.split("unrecognized arguments:", 1)[-1]) if "unrecognized" in message else []
-    )
-    unknown += re.findall(r"""(?:[Kk]ey|option) ['"]([\w.]+)['"]""", message)
-    if not unknown:
-        return ""
-    try:
-        keys = parser.get_defaults().keys()
-    except Exception:  # defaults that cannot be computed: no suggestion, the error itself still prints
-        return ""
-    # The root parser's keys carry the subcommand (`fit.model.learning_rate`); flags and config keys do not.
-    known = {key.split(".", 1)[1] if key.split(".", 1)[0] in SUBCOMMANDS else key for key in keys}
-    match = difflib.get_close_matches(unknown[0], sorted(known), n=1, cutoff=0.75)
-    return f" (did you mean --{match[0]}?)" if match else ""
-
-
-class HFLightningCLI(LightningCLI):
-    """LightningCLI with one home per value, `best`/`last` checkpoints, atomic checkpoint writes, graceful stops.
-
-    Lightning's automatic `--optimizer` / `--lr_scheduler` flags are off (`auto_configure_optimizers=False`): they
-    would replace the model's AdamW groups, warmup schedule and clipping path. Optimizer settings are `--model.*`.
-    """
-
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        # `check` takes every `fit` flag: the model and data are built from the config, as for `fit`.
-        return {**LightningCLI.subcommands(), "check": {"model", "datamodule"}}
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # One home per value: the tokenizer and length limit follow the model being fine-tuned.
-        parser.link_arguments("model.model_name_or_path", "data.model_name_or_path")
-        parser.add_lightning_class_args(HFExport, "export")
-        parser.add_lightning_class_args(PredictionWriter, "predictions")
-        parser.add_lightning_class_args(TestReport, "report")
-        # `fit --print_config` gives a template that runs as is once data is filled in: a run folder under logs/
-        # (named after the config, see `run_name`) with the best-by-val_loss checkpoint and last.ckpt.
-        parser.set_defaults(
-            {
-                "trainer.logger": {
-                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": "logs"},
-                },
-                "trainer.callbacks": [
-                    {
-                        "class_path": "modules.run.RunCheckpoint",
-                        "init_args": {"monitor": "val_loss", "mode": "min", "save_last": True},
-                    }
-                ],
-            }
+    command = argv[0]
+    if command.startswith("-"):  # `--config x.yaml fit ...`: LightningCLI's own root options come first
+        _run(LIGHTNING_COMMANDS[0], argv)
+    if command not in COMMANDS:
+        sys.stderr.write(
+            f"error: unknown command {command!r}{did_you_mean(command, COMMANDS, prefix='')} "
+            f"(`{prog} --help` lists the commands)\n"
         )
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        super().parse_arguments(parser, args)
-        subcommand = self.config.get("subcommand")
-        if subcommand:  # a logger left at `lightning_logs` is named after the config or data: runs never collide
-            config = self.config[subcommand]
-            name = run_name(config.get("config") or [], config.data.dataset, config.data.data_files)
-            name_unnamed_loggers(config.trainer, name)
-        self._run_version = self._resolve_ckpt_path()
-
-    def _resolve_ckpt_path(self) -> int | None:
-        """`--ckpt_path best|last` in a separate command: the file of this config's most recent fit run; a path must
-        be a readable checkpoint. Returns the run's version number when the file lies in a `version_N` folder."""
-        subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else None
-        ckpt_path = config.get("ckpt_path") if config else None
-        if ckpt_path in ("best", "last"):
-            path = find_checkpoint(ckpt_path, checkpoint_search_root(config.trainer.as_dict()))
-            print(f"--ckpt_path {ckpt_path} -> {path}")
-            config.ckpt_path = str(path)
-            return run_version(path)
-        if ckpt_path:
-            if not Path(ckpt_path).is_file():
-                raise HFLightningError(f"--ckpt_path {ckpt_path}: no such file (or use best / last).")
-            load_checkpoint(ckpt_path, mmap=True)  # a truncated or foreign file: one-line error now
-        return None
-
-    def before_instantiate_classes(self) -> None:
-        if self.subcommand is None:
-            return
-        self._settings_from_checkpoint()
-        if self._run_version is None:
-            return
-        # TensorBoard appends safely: a later command on a run's checkpoint logs into that run's folder. (CSVLogger
-        # would overwrite the run's metrics.csv, so it keeps its own new version.)
-        loggers = self.config[self.subcommand].trainer.get("logger")
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
-            if str(getattr(logger, "class_path", "")).endswith("TensorBoardLogger"):
-                logger.init_args.version = self._run_version
-
-    def _settings_from_checkpoint(self) -> None:
-        """`--ckpt_path` with no dataset or train file (only `--data.predict_file`, or `--data.data_files '{test: x}'`):
-        the model, tokenizer and labels are the checkpoint's, so `predict --ckpt_path X --data.predict_file new.csv`
-        and `test --ckpt_path X --data.data_files '{test: new.csv}'` need no other flag."""
-        config = self.config[self.subcommand]
-        data_files = config.data.data_files
-        has_train = data_files is not None and (not isinstance(data_files, dict) or "train" in data_files)
-        if not config.get("ckpt_path") or config.data.dataset is not None or has_train:
-            return
-        settings = checkpoint_settings(config.ckpt_path)
-        for key in ("model_name_or_path", "problem_type", "label_names"):
-            if settings[key] is not None:
-                config.model[key] = settings[key]
-        config.data.model_name_or_path = config.model.model_name_or_path
-        for key in ("tokenizer_name_or_path", "max_length", "long_text", "stride"):
-            if settings[key] is not None:
-                config.data[key] = settings[key]
-
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        config = self._get(self.config_init, "trainer", default={})
-        # Lightning's default bar is Rich's everywhere; in a log file its redraws pile up. A progress bar the config
-        # names, `enable_progress_bar: false` or `barebones` win over our default.
-        callbacks = kwargs.get("callbacks", config.get("callbacks")) or []
-        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
-        added = []
-        wanted = config.get("enable_progress_bar") is not False and not config.get("barebones")
-        if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
-            added.append(default_progress_bar())
-        # In a log file, Lightning's plain summary table (Rich's is drawn for a terminal).
-        summary = config.get("enable_model_summary") is not False and not config.get("barebones")
-        if summary and not sys.stdout.isatty() and not any(isinstance(c, ModelSummary) for c in callbacks):
-            added.append(PlainModelSummary())
-        # A short epoch still logs its training loss (Lightning's default interval is 50 batches).
-        if config.get("log_every_n_steps") is None and not config.get("barebones"):
-            added.append(LogInterval())
-        if added:
-            kwargs["callbacks"] = [*callbacks, *added]
-        # Every checkpoint written whole or not at all, unless the config brings its own CheckpointIO.
-        plugins = kwargs.get("plugins", config.get("plugins")) or []
-        plugins = plugins if isinstance(plugins, list) else [plugins]
-        if not any(isinstance(p, CheckpointIO) for p in plugins):
-            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
-
-    def after_instantiate_classes(self) -> None:
-        super().after_instantiate_classes()
-        if self.subcommand is None:
-            return
-        self.datamodule.check_sources()  # a clear error now, before any download or tokenization
-        # With --ckpt_path the checkpoint supplies the weights: skip loading the pretrained ones first.
-        self.model.weights_from_checkpoint = bool(self.config[self.subcommand].get("ckpt_path"))
-
-    def fit(self, model: LightningModule, **kwargs: Any) -> None:
-        with stop_gracefully(self.trainer):
-            self.trainer.fit(model, **kwargs)
-
-    def after_fit(self) -> None:
-        callback = self.trainer.checkpoint_callback
-        if self.trainer.is_global_zero and callback and callback.best_model_path:
-            score = callback.best_model_score
-            detail = f" ({callback.monitor} = {score:.4f})" if callback.monitor and score is not None else ""
-            print(f"Best checkpoint: {callback.best_model_path}{detail}")
-
-    def after_validate(self) -> None:
-        self._write_metrics("validate")
-
-    def after_test(self) -> None:
-        self._write_metrics("test")
-
-    def _write_metrics(self, stage: str) -> None:
-        path = write_metrics(self.trainer, stage, self.config[self.subcommand].export.dirname)
-        if path is not None:
-            print(f"Wrote {stage} metrics to {path}")
-
-
-def cli_main(args: list[str] | None = None, callbacks: list[Callback] | None = None) -> HFLightningCLI:
-    """Run the CLI; `args` lets tests and the tuner drive it in-process (None reads `sys.argv`). `callbacks` are
-    added to the Trainer's without entering the saved config (the tuner's pruning callback)."""
-    quiet_library_noise()
-    if not sys.stderr.isatty():
-        plain_output()
-    return HFLightningCLI(
-        TransformerModule,
-        HFDataModule,
-        save_config_callback=SaveRunConfig,
-        save_config_kwargs={"overwrite": True},
-        trainer_class=HFTrainer,
-        trainer_defaults={"callbacks": [RNGState(), PrecisionGuard(), ReleaseMappedPages(), *(callbacks or [])]},
-        parser_kwargs={
-            "default_env": True,
-            "description": DESCRIPTION,
-            "formatter_class": HelpFormatter,
-            # Our own one-line descriptions: Lightning's are cut off mid-sentence in `test --help`.
-            **{name: {"description": SUBCOMMAND_HELP[name]} for name in SUBCOMMANDS},
-        },
-        parser_class=ArgumentParser,
-        auto_configure_optimizers=False,
-        args=args,
-    )
-
-
-def main() -> None:
-    """Console entry point: bad input prints one `error:` line and exits with status 2; SIGTERM exits with 143,
-    Ctrl-C with 130."""
-    try:
-        cli_main()
-    except HFLightningError as error:
-        print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except torch.OutOfMemoryError as error:
-        print(
-            f"error: out of memory ({str(error).splitlines()[0]}). Lower --data.batch_size and raise "
-            "--trainer.accumulate_grad_batches to keep the effective batch, lower --data.max_length, or set "
-            "--model.gradient_checkpointing true. Checkpoints already written are intact.",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-    except SIGTERMException:
-        # Lightning 2.6 stops gracefully on SIGTERM but exits 0; schedulers need to see the preemption.
-        sys.exit(143)
-    except KeyboardInterrupt:
-        sys.exit(130)  # the shell's status for Ctrl-C; a graceful stop's checkpoint is written already
+    _run(command, argv if command in LIGHTNING_COMMANDS else argv[1:])
+
+
+def _run(command: str, args: list[str]) -> None:
+    module, function = COMMANDS[command][1].split(":")
+    getattr(importlib.import_module(module), function)(args)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

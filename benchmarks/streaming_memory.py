@@ -57,7 +57,7 @@ def write_csv(path: Path, rows: int, seed: int) -> Path:
 
 def child(args: list[str]) -> None:
     sys.path.insert(0, str(ROOT))
-    from main import cli_main
+    from modules.cli.app import cli_main
 
     cli_main(args + ["--trainer.callbacks+=__main__.FirstStep"])
     print(f"PEAK_RSS_GB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.3f}", flush=True)

@@ -105,7 +105,7 @@ def run_ours(
     model: str, data: str, args: argparse.Namespace, precision: str, cuda: bool, compile: bool = False
 ) -> list[Step]:
     import throughput  # this file by module name: jsonargparse resolves `throughput.StepTimer` by import path
-    from main import cli_main
+    from modules.cli.app import cli_main
 
     # LightningCLI warns when this script's own flags sit in sys.argv next to `args`.
     with tempfile.TemporaryDirectory() as root_dir, mock.patch.object(sys, "argv", sys.argv[:1]):

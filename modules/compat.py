@@ -8,7 +8,7 @@ Lightning (2.6)
   raise `SIGTERMException`. Setting it is how a stop requested by Ctrl-C or agreed across DDP ranks takes the same
   path as SIGTERM (`trainer.should_stop` would instead end the epoch normally, and run validation first).
 - `_SignalConnector._sigterm_notifier_fn`: Lightning's SIGTERM handler broadcasts from inside the handler, which
-  deadlocks DDP ranks signalled mid-step (see modules/run/interrupts.py); replaced for the duration of `fit`.
+  deadlocks DDP ranks signalled mid-step (see modules/runs/interrupts.py); replaced for the duration of `fit`.
 - `_FitLoop._combined_loader`: reset so that a resumed run rebuilds the training loader after the checkpoint's loop
   state is restored (`estimated_stepping_batches` builds it too early for a mid-epoch resume).
 - `ModelCheckpoint._monitor_candidates`, `_should_skip_saving_checkpoint`, `_save_last_checkpoint`,

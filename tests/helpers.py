@@ -35,7 +35,7 @@ def write_base_config(tmp_path: Path, model_path: Path, **overrides) -> Path:
             },
             "callbacks": [
                 {
-                    "class_path": "modules.run.RunCheckpoint",
+                    "class_path": "modules.runs.RunCheckpoint",
                     "init_args": {"monitor": "val_loss", "mode": "min", "save_last": True},
                 }
             ],

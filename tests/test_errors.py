@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import ROOT, run_dir, run_subprocess, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.errors import HFLightningError
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from helpers import ROOT
-from main import cli_main
+from modules.cli.app import cli_main
 
 
 def _own_data_commands() -> list[str]:

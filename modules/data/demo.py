@@ -15,7 +15,7 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Value
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-from modules.run.quiet import plain_output
+from modules.console.quiet import plain_output
 
 POSITIVE = ["great", "wonderful", "moving", "brilliant", "charming", "superb", "funny", "delightful"]
 NEGATIVE = ["dull", "awful", "boring", "clumsy", "tedious", "bland", "messy", "lifeless"]

@@ -23,7 +23,7 @@ from modules.model import trained_model
 from modules.model.lora import parameter_counts
 from modules.outputs.model_card import write_model_card
 from modules.outputs.onnx import export_onnx, require_onnxruntime
-from modules.run.paths import load_checkpoint, log_folder
+from modules.runs.paths import load_checkpoint, log_folder
 
 
 def export_checkpoint(

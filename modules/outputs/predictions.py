@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from modules.data.labels import TASKS
 from modules.model.loss import task_outputs
-from modules.run.paths import run_folder
+from modules.runs.paths import run_folder
 
 CHUNK_ROWS = 4096  # rows of the input read and written at a time
 

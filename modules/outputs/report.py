@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 
-from modules.run.paths import run_folder
+from modules.runs.paths import run_folder
 
 
 def per_class_rows(matrix: torch.Tensor, names: list[str]) -> list[dict]:

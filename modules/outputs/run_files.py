@@ -8,7 +8,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
 from modules.outputs.model_card import write_model_card
-from modules.run.paths import log_folder, run_folder
+from modules.runs.paths import log_folder, run_folder
 
 
 class SaveRunConfig(SaveConfigCallback):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from helpers import read_metrics, run_dir, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.data import HFDataModule
 from modules.data.demo import NEGATIVE, NEUTRAL, POSITIVE
 from modules.errors import HFLightningError

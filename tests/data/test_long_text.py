@@ -9,7 +9,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from helpers import read_metrics, run_dir, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.data.datamodule import HFDataModule
 from modules.data.demo import long_reviews, write_reviews
 from modules.data.long_text import (

@@ -82,7 +82,7 @@ def test_ddp_ragged_stream_resumes_after_sigkill_to_the_same_weights(tmp_path, t
     def config(name: str) -> tuple[Path, Path]:
         folder = tmp_path / name / "ckpts"
         callback = {
-            "class_path": "modules.run.RunCheckpoint",
+            "class_path": "modules.runs.RunCheckpoint",
             "init_args": {"dirpath": str(folder), "save_last": True, "last_every_n_train_steps": 1},
         }
         trainer = {"max_steps": 40, "max_epochs": -1, "callbacks": [callback], "val_check_interval": 20}

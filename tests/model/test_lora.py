@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import pipeline
 
 from helpers import epoch_metrics, read_metrics, run_dir, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.errors import HFLightningError
 from modules.model import TransformerModule
 from modules.model.lora import parameter_counts

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from helpers import read_metrics, run_dir, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 
 pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
 

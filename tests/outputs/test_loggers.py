@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import ROOT, read_metrics, run_dir, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 
 pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
 

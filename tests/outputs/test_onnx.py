@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from helpers import write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.errors import HFLightningError
 from modules.outputs import onnx as onnx_module
 from modules.outputs.export import main as export_main

@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torchmetrics.classification import MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
 from helpers import read_metrics, run_dir, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.outputs.report import per_class_rows
 
 pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it

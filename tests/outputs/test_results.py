@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from helpers import read_metrics, run_dir, run_subprocess, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.errors import HFLightningError
 from modules.model import TransformerModule
 from modules.outputs import predictions

@@ -18,13 +18,13 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
 from helpers import ROOT, free_port, live_processes_in_group, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.data.long_text import aggregate_windows, encode_windows
 from modules.errors import HFLightningError
 from modules.model.loss import task_outputs
 from modules.outputs.export import export_checkpoint
 from modules.outputs.onnx import export_onnx
-from modules.serve.__main__ import main as serve_main
+from modules.serve.command import main as serve_main
 
 pytest.importorskip("litserve")
 describe = pytest.importorskip("modules.serve.api").describe  # imports litserve

@@ -10,7 +10,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from helpers import epoch_metrics, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.speedups.dropout import (
     ATTENTION,
     LaneDropout,

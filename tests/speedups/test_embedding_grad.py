@@ -6,7 +6,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
 from helpers import write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.speedups.embedding_grad import known_norm, use_kept_embedding_grad
 
 

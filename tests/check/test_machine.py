@@ -5,8 +5,8 @@ import warnings
 import pytest
 
 from helpers import write_base_config
-from main import cli_main
-from modules.run import machine
+from modules.check import machine
+from modules.cli.app import cli_main
 
 
 def test_precision_kind():

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from helpers import read_metrics, run_dir, run_subprocess, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 
 
 def test_fsdp_on_cpu_is_refused_by_lightning(tmp_path, tiny_model, reviews_dir):

@@ -1,4 +1,4 @@
-"""Hyperparameter search (modules/run/tune.py): a shared study over the CLI, failures, pruning, best.yaml, kills."""
+"""Hyperparameter search (modules/tune/command.py): a shared study over the CLI, failures, pruning, best.yaml, kills."""
 
 import os
 import signal
@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from helpers import ROOT, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.errors import HFLightningError
-from modules.run.search_space import load_search_space
-from modules.run.tune import run
+from modules.tune.command import run
+from modules.tune.search_space import load_search_space
 
 optuna = pytest.importorskip("optuna")
 pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
@@ -108,7 +108,7 @@ def test_pruned_trial_is_recorded_as_pruned(tmp_path, tiny_model, reviews_dir):
 
 
 def _worker(tmp_path: Path, base: Path, search: Path, n_trials: int, *extra: str) -> subprocess.Popen:
-    code = "import sys; from modules.run.tune import main; main(sys.argv[1:])"
+    code = "import sys; from modules.tune.command import main; main(sys.argv[1:])"
     return subprocess.Popen(
         [sys.executable, "-c", code, *_args(tmp_path, base, search, n_trials, *extra, baseline="true")],
         cwd=ROOT,

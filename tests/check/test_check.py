@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, run_dir, run_subprocess, write_base_config
-from main import cli_main
+from modules.check.command import CheckFailed
+from modules.cli.app import cli_main
 from modules.data.demo import NEGATIVE, NEUTRAL, POSITIVE
 from modules.errors import HFLightningError
-from modules.run.check import CheckFailed
-from modules.run.paths import find_checkpoint
+from modules.runs.paths import find_checkpoint
 
 pytestmark = pytest.mark.e2e  # a few real training steps each
 

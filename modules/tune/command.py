@@ -1,7 +1,7 @@
 """Hyperparameter search over the CLI: each Optuna trial is a normal `fit` with sampled overrides, in a run folder of
 its own; any number of workers, on one machine or many, share one study through an RDB storage.
 
-    python -m modules.run.tune --config configs/bert.yaml --search configs/search/lr.yaml --n_trials 20 \\
+    python -m modules.tune.command --config configs/bert.yaml --search configs/search/lr.yaml --n_trials 20 \\
         --storage sqlite:///tune.db --study_name lr
 
 Arguments this command does not know are passed on to every trial's `fit` (e.g. `--trainer.max_epochs 1`).
@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 
 from modules.errors import HFLightningError
-from modules.run.search_space import Parameter, as_flags, load_search_space
-from modules.run.tune_report import ValidationMetrics, write_report
+from modules.tune.report import ValidationMetrics, write_report
+from modules.tune.search_space import Parameter, as_flags, load_search_space
 
 
 def _optuna():
@@ -40,7 +40,7 @@ def _optuna():
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m modules.run.tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m modules.tune.command", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", action="append", required=True, help="a fit config (repeat to stack them)")
     parser.add_argument("--search", required=True, help="search-space YAML: dotted CLI key -> distribution")
@@ -180,7 +180,7 @@ def _lookup(config: dict, key: str) -> Any:
 
 
 def _parse(args: list[str], what: str) -> str:
-    from main import cli_main
+    from modules.cli.app import cli_main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -208,8 +208,8 @@ def _folder_flags(logger: Any, output_dir: Path, number: int) -> list[str]:
 
 
 def _fit(args: list[str], callbacks: list) -> tuple[float, Path]:
-    from main import cli_main
-    from modules.run.paths import run_folder
+    from modules.cli.app import cli_main
+    from modules.runs.paths import run_folder
 
     err = _Tee(sys.stderr)
     try:

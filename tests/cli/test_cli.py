@@ -11,7 +11,7 @@ import yaml
 from transformers import AutoModel
 
 from helpers import ROOT, epoch_metrics, read_metrics, run_dir, run_subprocess, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 
 
 @pytest.mark.e2e
@@ -54,7 +54,7 @@ def test_printed_template_runs_once_data_is_filled_in(tmp_path, tiny_model, revi
 
 
 def test_runs_of_different_data_get_different_names():
-    from modules.run.paths import run_name
+    from modules.runs.paths import run_name
 
     assert run_name(["configs/own_data.yaml", "extra/cpu.yaml"], None, None) == "cpu"
     assert run_name([], "demo_data/reviews/", None) == "reviews"
@@ -262,8 +262,8 @@ def test_test_on_a_file_takes_labels_from_the_checkpoint(tmp_path, tiny_model, r
 
 
 def test_subcommand_help_explains_ckpt_path_with_whole_titles(capsys):
+    from modules.cli.commands import summary
     from modules.data import HFDataModule
-    from modules.fast_path import SUBCOMMAND_HELP
     from modules.model import TransformerModule
     from modules.outputs.export import HFExport
     from modules.outputs.predictions import PredictionWriter
@@ -274,7 +274,7 @@ def test_subcommand_help_explains_ckpt_path_with_whole_titles(capsys):
     out = capsys.readouterr().out
     ckpt_help = " ".join(out.split("--ckpt_path CKPT_PATH\n", 1)[1].split("ARG:", 1)[0].split())
     assert "`best` / `last`" in ckpt_help and "hpc" not in ckpt_help and "registry" not in ckpt_help
-    assert SUBCOMMAND_HELP["test"] in out
+    assert summary("test") in out
     titles = [line for line in out.splitlines() if re.fullmatch(r"\S.*:", line)]
     for cls in (TransformerModule, HFDataModule, HFExport, PredictionWriter, TestReport):
         first = cls.__doc__.splitlines()[0]

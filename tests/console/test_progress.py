@@ -7,8 +7,8 @@ import pytest
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
 from helpers import run_subprocess, write_base_config
-from main import cli_main
-from modules.run.progress import LogProgress
+from modules.cli.app import cli_main
+from modules.console.progress import LogProgress
 
 pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
 
@@ -61,7 +61,7 @@ def test_progress_bar_choice(flags, terminal, expected, tmp_path, tiny_model, re
 def test_plain_progress_lines_in_test_and_predict(tmp_path, tiny_model, reviews_dir, capsys):
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
     cli_main(["fit", "--config", str(base), "--trainer.limit_train_batches", "2"])
-    flags = ["--trainer.enable_progress_bar", "true", "--trainer.callbacks+=modules.run.progress.LogProgress"]
+    flags = ["--trainer.enable_progress_bar", "true", "--trainer.callbacks+=modules.console.progress.LogProgress"]
     flags += ["--trainer.callbacks.refresh_rate", "2", "--data.eval_batch_size", "25", "--ckpt_path", "last"]
     capsys.readouterr()
     for stage in ("test", "predict"):  # 100 test rows in 4 batches: a line every 2 batches

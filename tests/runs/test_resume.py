@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from helpers import ROOT, epoch_metrics, run_dir, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 
 pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
 
@@ -181,7 +181,7 @@ def test_sigkill_during_frequent_checkpointing_leaves_every_checkpoint_loadable(
     # times over; then resume to the end.
     folder = tmp_path / "ckpts"
     init_args = {"dirpath": str(folder), "monitor": "val_loss", "save_last": True, "last_every_n_train_steps": 1}
-    callback = {"class_path": "modules.run.RunCheckpoint", "init_args": init_args}
+    callback = {"class_path": "modules.runs.RunCheckpoint", "init_args": init_args}
     trainer = {"max_epochs": 4, "callbacks": [callback]}
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer=trainer)
     pause = random.Random(0)

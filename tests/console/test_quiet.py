@@ -5,7 +5,7 @@ import warnings
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from modules.run.quiet import quiet_library_noise
+from modules.console.quiet import quiet_library_noise
 
 
 def test_lightning_tips_are_dropped_other_info_kept(caplog):

@@ -48,7 +48,7 @@ class RunCheckpoint(ModelCheckpoint):
     - `last.ckpt` always holds the latest epoch. Lightning 2.6 rewrites it only when a top-k checkpoint was saved in
       the same step, so after an epoch that did not improve the monitored metric, `--ckpt_path last` would resume
       from an older epoch.
-    - A graceful stop (SIGTERM, or Ctrl-C once: see `modules/run/interrupts.py`) writes `last.ckpt` at the step
+    - A graceful stop (SIGTERM, or Ctrl-C once: see `modules/runs/interrupts.py`) writes `last.ckpt` at the step
       reached; `--ckpt_path last` continues from there (mid-epoch too: the training loader is resumable).
 
     Writes are atomic through `AtomicCheckpointIO`, which the CLI installs; leftovers of a write that was killed are

@@ -8,8 +8,9 @@ import pytest
 from lightning.pytorch import Trainer
 
 from helpers import ROOT
+from modules.cli.commands import LIGHTNING_COMMANDS
+from modules.cli.fast_path import answer_without_lightning, section_keys
 from modules.data import HFDataModule
-from modules.fast_path import SUBCOMMANDS, answer_without_lightning, section_keys
 from modules.model import TransformerModule
 from modules.outputs.export import HFExport
 from modules.outputs.predictions import PredictionWriter
@@ -32,9 +33,9 @@ def test_keys_read_from_source_match_the_signatures(section, cls):
 
 
 def test_subcommands_match_the_cli():
-    from main import HFLightningCLI
+    from modules.cli.app import HFLightningCLI
 
-    assert set(SUBCOMMANDS) == set(HFLightningCLI.subcommands())
+    assert set(LIGHTNING_COMMANDS) == set(HFLightningCLI.subcommands())
 
 
 def test_misspelled_flag_is_one_line_with_a_suggestion(capsys):

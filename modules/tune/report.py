@@ -11,7 +11,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
-from modules.run.search_space import Parameter
+from modules.tune.search_space import Parameter
 
 
 class ValidationMetrics(Callback):

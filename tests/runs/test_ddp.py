@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import ROOT, live_processes_in_group, read_metrics, run_dir, run_subprocess, write_base_config
-from main import cli_main
+from modules.cli.app import cli_main
 from modules.data.demo import write_reviews
 
 pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
@@ -61,7 +61,7 @@ def test_uneven_data_early_stopping_and_checkpoints_agree_on_every_rank(tmp_path
     data_dir = write_reviews(tmp_path / "uneven", {"train": 41, "validation": 13, "test": 11})
     callbacks = [
         {
-            "class_path": "modules.run.RunCheckpoint",
+            "class_path": "modules.runs.RunCheckpoint",
             "init_args": {"monitor": "val_loss", "mode": "min", "save_last": True},
         },
         {

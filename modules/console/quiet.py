@@ -78,7 +78,7 @@ def quiet_library_noise() -> None:
             "💡 Tip: For seamless cloud",
             "Loading `train_dataloader` to estimate number of stepping batches.",
             "Trainer already configured with model summary callbacks: "
-            "[<class 'modules.run.progress.PlainModelSummary'>]",
+            "[<class 'modules.console.progress.PlainModelSummary'>]",
         ),
     )
     # FLOPs are counted only for a model with `example_input_array`; ours has none, so the total is always 0.
@@ -90,6 +90,10 @@ def quiet_library_noise() -> None:
     # Lightning's own call of a torch API it has not caught up with (lightning 2.6 with torch 2.13).
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", module=r"lightning\.pytorch\.utilities"
+    )
+    # `main.py` and the tuner hand LightningCLI its arguments on purpose (the door strips the command's own argv).
+    warnings.filterwarnings(
+        "ignore", message=r"LightningCLI's args parameter is intended to run from within Python", module=r"lightning"
     )
     # bf16/16-mixed: the summary's size estimate assumes 32-bit weights, which is what mixed precision keeps.
     warnings.filterwarnings(

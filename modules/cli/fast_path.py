@@ -7,30 +7,15 @@ parser, which gives the same kind of error.
 """
 
 import ast
-import difflib
 import importlib.util
 import sys
 from pathlib import Path
 
 import yaml
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "check")
-DESCRIPTION = """Fine-tune a Hugging Face transformer for text classification, then test, predict and export it.
+from modules.cli.commands import COMMANDS, DESCRIPTION, LIGHTNING_COMMANDS
+from modules.cli.suggest import did_you_mean
 
-examples:
-  python main.py check --config configs/demo.yaml                    # data, memory and time, before a long run
-  python main.py fit --config configs/demo.yaml                      # train (make demo builds its data)
-  python main.py test --config configs/demo.yaml --ckpt_path best    # the best checkpoint of that config's last fit
-  python main.py predict --ckpt_path logs/demo/version_0/checkpoints/last.ckpt --data.predict_file new.csv
-`python main.py fit --help` lists every option of a command; --ckpt_path takes a file, `best` or `last`."""
-# What each subcommand does, for the top-level --help (Lightning's own docstrings are cut off mid-sentence there).
-SUBCOMMAND_HELP = {
-    "fit": "Train, validating each epoch; checkpoints, logs and the Hugging Face export land in the run folder.",
-    "validate": "One pass over the validation split (with --ckpt_path: that checkpoint's weights).",
-    "test": "One pass over the test split (--ckpt_path best/last/a file): metrics and a per-class report.",
-    "check": "What `fit` with the same flags would cost (time, memory) and whether its data and model load.",
-    "predict": "Predictions for a split or a file (--data.predict_file); --ckpt_path alone gives model and labels.",
-}
 # Each config section and the class whose `__init__` parameters are its keys, as `main.py` and LightningCLI add them.
 _SECTIONS = {
     "trainer": ("lightning", "pytorch/trainer/trainer.py", "Trainer"),
@@ -51,7 +36,7 @@ def answer_without_lightning(argv: list[str], prog: str = "main.py") -> None:
         sys.exit(0)
     if (
         not argv
-        or argv[0] not in SUBCOMMANDS
+        or argv[0] not in LIGHTNING_COMMANDS
         or any(a in ("-h", "--help") or a.startswith("--print_config") for a in argv)
     ):
         return
@@ -62,15 +47,13 @@ def answer_without_lightning(argv: list[str], prog: str = "main.py") -> None:
 
 
 def top_level_help(prog: str) -> str:
-    width = max(map(len, SUBCOMMANDS)) + 2
-    commands = "\n".join(f"  {name:<{width}}{SUBCOMMAND_HELP[name]}" for name in SUBCOMMANDS)
+    width = max(map(len, COMMANDS)) + 2
+    commands = "\n".join(f"  {name:<{width}}{help_line}" for name, (help_line, _) in COMMANDS.items())
     return (
-        f"usage: {prog} [-h] [-c CONFIG] {{{','.join(SUBCOMMANDS)}}} ...\n\n{DESCRIPTION}\n\n"
-        f"subcommands (`{prog} SUBCOMMAND --help` lists its options):\n{commands}\n\n"
+        f"usage: {prog} [-h] {{{','.join(COMMANDS)}}} ...\n\n{DESCRIPTION}\n\n"
+        f"commands (`{prog} COMMAND --help` lists its options):\n{commands}\n\n"
         "options:\n"
         "  -h, --help            Show this help message and exit.\n"
-        "  -c CONFIG, --config CONFIG\n"
-        "                        A YAML config file (env PL_CONFIG); several stack, later ones win.\n"
     )
 
 
@@ -122,8 +105,7 @@ def _hint(key: str) -> str | None:
     known = section_keys(section)
     if known is None or name in known or name in _PASS_THROUGH or name.startswith("__"):
         return None
-    match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
-    return f" (did you mean --{section}.{match[0]}?)" if match else ""
+    return did_you_mean(name, known, prefix=f"--{section}.")
 
 
 def _config_keys(path: str) -> list[str]:

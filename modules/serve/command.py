@@ -1,0 +1,166 @@
+"""`python -m modules.serve MODEL_DIR`: serve an `hf_model/` export (or a `.ckpt`) on LitServe.
+
+POST /predict  {"inputs": ["text", ...], "top_k": 1}   -> {"predictions": [{"label": ..., "score": ...}, ...]}
+GET  /health   "ok" once the model is loaded;   GET /info   model, task, labels, max_length, server settings
+"""
+
+import argparse
+import os
+import signal
+import sys
+
+from modules.errors import HFLightningError
+
+DTYPES = {"32-true": "float32", "bf16-true": "bfloat16", "16-true": "float16"}  # --precision -> torch dtype name
+# CPU workers by default: one per core (each with its own torch threads, none waiting at another's barriers: on 2 cores
+# with 8 or 32 clients two 1-thread workers answered ~1.16x the rows/s of one 2-thread worker, benchmarks/README.md),
+# at most this many model copies in memory.
+MOST_CPU_WORKERS = 4
+
+
+def parse(args: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m modules.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="an hf_model/ export folder, or a Lightning .ckpt (exported first)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max_batch_size", type=int, default=32, help="requests LitServe batches together")
+    parser.add_argument("--batch_timeout", type=float, default=0.005, help="seconds a batch waits to fill up")
+    parser.add_argument("--rows_per_pass", type=int, default=64, help="inputs per forward pass within a batch")
+    parser.add_argument("--max_length", type=int, default=None, help="tokens per input; default the model's")
+    parser.add_argument(
+        "--long_text", default=None, choices=["truncate", "chunk"],
+        help="a text over --max_length tokens: cut there, or scored as overlapping windows whose logits are averaged "
+        "(max for multi-label), as --data.long_text chunk does; default: what the run that made the export used",
+    )  # fmt: skip
+    parser.add_argument(
+        "--stride", type=int, default=None, help="tokens windows share; default the run's, else max_length / 4"
+    )
+    parser.add_argument("--threshold", type=float, default=0.5, help="multi-label: probability to count a label")
+    parser.add_argument("--max_inputs", type=int, default=64, help="inputs per request")
+    parser.add_argument("--max_chars", type=int, default=20_000, help="characters per text")
+    parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="request body size")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a request gets a 504")
+    parser.add_argument(
+        "--fast_queue", action=argparse.BooleanOptionalAction, default=False,
+        help="ZeroMQ queues between the HTTP server and the workers instead of multiprocessing ones",
+    )  # fmt: skip
+    parser.add_argument(
+        "--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+        help="torch: the PyTorch model; onnx / onnx-int8: model.onnx / model.int8.onnx with onnxruntime on the CPU "
+        "(written by --export.onnx true [--export.quantize true], docs/serve.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precision", default="32-true", choices=list(DTYPES),
+        help="the PyTorch backend's weights and compute, as predict's --trainer.precision: 32-true gives predict's "
+        "numbers; bf16-true is faster where bf16 is native (GPUs from Ampere, CPUs with AMX or AVX512-BF16)",
+    )  # fmt: skip
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument(
+        "--workers_per_device", type=int, default=None,
+        help=f"model copies per device; default 1 per GPU, and on CPUs one per core up to {MOST_CPU_WORKERS}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per CPU worker; default: cores / workers"
+    )
+    options = parser.parse_args(args)
+    if options.backend != "torch" and options.accelerator not in ("auto", "cpu"):
+        parser.error(f"--backend {options.backend} runs on the CPU: drop --accelerator {options.accelerator}")
+    if options.backend != "torch" and options.precision != "32-true":
+        parser.error(
+            f"--precision applies to --backend torch; {options.backend} runs its file's own precision "
+            "(onnx-int8: int8 weights)"
+        )
+    for name in ("max_batch_size", "rows_per_pass", "max_inputs", "max_chars", "max_body_bytes", "workers_per_device"):
+        if getattr(options, name) is not None and getattr(options, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return options
+
+
+def device_type(accelerator: str, backend: str) -> str:
+    """What LitServe's `accelerator` resolves to: cuda, mps or cpu."""
+    if backend != "torch" or accelerator == "cpu":
+        return "cpu"
+    if accelerator != "auto":
+        return accelerator
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def main(args: list[str] | None = None) -> None:
+    options = parse(args)
+    try:
+        import litserve as ls
+    except ImportError:
+        sys.exit("error: serving needs LitServe: pip install -e '.[serve]'")
+    from modules.serve.api import ClassifierAPI, describe, model_folder
+    from modules.serve.limits import Limits, RequestLimits
+
+    try:
+        folder = model_folder(options.model, options.backend)
+        info = describe(folder, options.max_length, options.long_text, options.stride) | {"backend": options.backend}
+    except (HFLightningError, ImportError, OSError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    device = device_type(options.accelerator, options.backend)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = options.workers_per_device or (min(cores, MOST_CPU_WORKERS) if device == "cpu" else 1)
+    threads = options.threads or max(1, cores // workers)
+    if options.backend == "torch":
+        from modules.check.machine import precision_warning
+
+        warning = precision_warning(options.precision, device, "--precision", "serving")
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    info |= {"precision": options.precision if options.backend == "torch" else None, "workers": workers}
+    api = ClassifierAPI(
+        folder,
+        info,
+        options.threshold,
+        options.rows_per_pass,
+        threads,
+        options.backend,
+        dtype=DTYPES[options.precision],
+        max_batch_size=options.max_batch_size,
+        batch_timeout=options.batch_timeout,
+    )
+    limits = Limits(options.max_body_bytes, options.max_inputs, options.max_chars)
+    server = ls.LitServer(
+        api,
+        accelerator=device,
+        workers_per_device=workers,
+        timeout=options.timeout,
+        model_metadata=info,
+        middlewares=[(RequestLimits, {"limits": limits})],
+        fast_queue=options.fast_queue,
+    )
+    # SIGTERM (a scheduler's or a container's stop) takes LitServe's Ctrl-C path: the HTTP server stops accepting,
+    # answers what is in flight, then the workers stop. Its default action would kill this process alone and leave
+    # the HTTP server and workers running, holding the port.
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(f"Serving {info['model']} ({info['task']}, labels {info['labels']}) on http://{options.host}:{options.port}")
+    try:
+        server.run(host=options.host, port=options.port, num_api_servers=1, generate_client_file=False)
+    finally:
+        _reap_children()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _reap_children(grace: float = 10.0) -> None:
+    """Wait for every worker process to be gone before this one exits. LitServe's shutdown SIGKILLs a worker that
+    outlives its grace period without waiting for it, so without this the port's owner can outlive the server."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.join(timeout=grace)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+if __name__ == "__main__":
+    main()
