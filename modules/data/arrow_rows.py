@@ -11,8 +11,6 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from lightning.pytorch import Callback
 
-from modules.errors import HFLightningError
-
 if TYPE_CHECKING:  # labels.py imports this module
     from modules.data.labels import LabelSpec
 
@@ -134,27 +132,22 @@ def encode_labels(
         ids = pc.index_in(values, value_set=pa.array(spec.names, values.type)).to_numpy(zero_copy_only=False)
         unknown = np.flatnonzero(np.isnan(ids)) if ids.dtype.kind == "f" else np.array([], dtype=int)
         if len(unknown):
-            row = int(unknown[0])
-            raise HFLightningError(
-                f"unknown label {values[row].as_py()!r} in {where(int(rows[row]))}: the train split's labels are "
-                f"{list(spec.names)}. Fix the row or add examples of that label to train."
-            )
+            _raise_for(values, int(unknown[0]), spec, where, rows)
         return ids.astype(np.int64)
     numbers = values.to_numpy(zero_copy_only=False)
     ids = numbers.astype(np.int64)
     bad = np.flatnonzero((ids != numbers) | (ids < 0) | (ids >= spec.num_labels))
     if len(bad):
-        row, value = int(bad[0]), numbers[bad[0]]
-        if value != int(value):
-            raise HFLightningError(
-                f"label {value} in {where(int(rows[row]))} is not a class id "
-                f"(expected an integer 0..{spec.num_labels - 1})."
-            )
-        raise HFLightningError(
-            f"label {int(value)} in {where(int(rows[row]))} is out of range for {spec.num_labels} labels (ids "
-            f"0..{spec.num_labels - 1}, names {list(spec.names)}). Fix the row, or check --data.label_column."
-        )
+        _raise_for(values, int(bad[0]), spec, where, rows)
     return ids
+
+
+def _raise_for(
+    values: pa.ChunkedArray, row: int, spec: "LabelSpec", where: Callable[[int], str], rows: np.ndarray
+) -> None:
+    """Raise the per-row path's error (`LabelSpec.label_id`) for the first row the vectorized check rejected."""
+    spec.label_id(values[row].as_py(), where(int(rows[row])))
+    raise AssertionError(f"label {values[row].as_py()!r} was rejected here but is a valid id")
 
 
 def distinct_values(values: pa.ChunkedArray) -> list:

@@ -2,21 +2,12 @@
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from datasets import ClassLabel, Dataset, LargeList, List, Value
 
 from modules.data import arrow_rows
+from modules.data.tasks import PROBLEM_TYPES, TASKS, Task  # noqa: F401 (the task table's old home; a light module)
 from modules.errors import HFLightningError
-
-Task = Literal["single_label", "multi_label", "regression"]
-# The `problem_type` strings transformers writes into config.json for each task.
-PROBLEM_TYPES: dict[str, str] = {
-    "single_label": "single_label_classification",
-    "multi_label": "multi_label_classification",
-    "regression": "regression",
-}
-TASKS = {problem_type: task for task, problem_type in PROBLEM_TYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -29,6 +20,30 @@ class LabelSpec:
     @property
     def num_labels(self) -> int:
         return len(self.names)
+
+    def label_id(self, value: object, where: str) -> int:
+        """The class id of one raw label (a name, or an id 0..N-1); `where` (e.g. "validation row 7") names the row
+        in the error. The one home of these errors: the Arrow path (`arrow_rows.encode_labels`) finds its first bad
+        row and hands it here."""
+        if isinstance(value, str):
+            try:
+                return self.names.index(value)
+            except ValueError:
+                raise HFLightningError(
+                    f"unknown label {value!r} in {where}: the train split's labels are {list(self.names)}. "
+                    "Fix the row or add examples of that label to train."
+                ) from None
+        if isinstance(value, float) and not value.is_integer():
+            raise HFLightningError(
+                f"label {value} in {where} is not a class id (expected an integer 0..{self.num_labels - 1})."
+            )
+        index = int(value)
+        if not 0 <= index < self.num_labels:
+            raise HFLightningError(
+                f"label {index} in {where} is out of range for {self.num_labels} labels "
+                f"(ids 0..{self.num_labels - 1}, names {list(self.names)}). Fix the row, or check --data.label_column."
+            )
+        return index
 
 
 def _is_missing(value: object) -> bool:
@@ -128,28 +143,6 @@ def encode_label(value: object, spec: LabelSpec, where: str) -> int | float | li
             return [float(value[name]) for name in spec.names]
         hot = [0.0] * spec.num_labels
         for item in value:
-            hot[_label_id(item, spec, where)] = 1.0
+            hot[spec.label_id(item, where)] = 1.0
         return hot
-    return _label_id(value, spec, where)
-
-
-def _label_id(value: object, spec: LabelSpec, where: str) -> int:
-    if isinstance(value, str):
-        try:
-            return spec.names.index(value)
-        except ValueError:
-            raise HFLightningError(
-                f"unknown label {value!r} in {where}: the train split's labels are {list(spec.names)}. "
-                "Fix the row or add examples of that label to train."
-            ) from None
-    if isinstance(value, float) and not value.is_integer():
-        raise HFLightningError(
-            f"label {value} in {where} is not a class id (expected an integer 0..{spec.num_labels - 1})."
-        )
-    index = int(value)
-    if not 0 <= index < spec.num_labels:
-        raise HFLightningError(
-            f"label {index} in {where} is out of range for {spec.num_labels} labels (ids 0..{spec.num_labels - 1}, "
-            f"names {list(spec.names)}). Fix the row, or check --data.label_column."
-        )
-    return index
+    return spec.label_id(value, where)

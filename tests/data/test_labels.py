@@ -1,8 +1,11 @@
 """Label discovery: the task and label names each kind of label column gives, and per-row encoding errors."""
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from datasets import ClassLabel, Dataset, Features, List, Value
 
+from modules.data import arrow_rows
 from modules.data.labels import LabelSpec, encode_label, infer_label_spec
 from modules.errors import HFLightningError
 
@@ -54,3 +57,22 @@ def test_overrides_the_data_cannot_support_fail():
         infer_label_spec(_train([0, 1]), "label", task="multi_label")
     with pytest.raises(HFLightningError, match="holds strings"):
         infer_label_spec(_train(["a", "b"]), "label", task="regression")
+
+
+@pytest.mark.parametrize("raw", ["meh", 2.5, 7, -3])
+def test_arrow_and_per_row_encoding_give_the_same_error(raw):
+    spec = LabelSpec("single_label", ("neg", "pos"))
+    good = "pos" if isinstance(raw, str) else 1
+    values = pa.chunked_array([[good, raw]])
+    with pytest.raises(HFLightningError) as per_row:
+        encode_label(raw, spec, "line 9 of x.csv")
+    with pytest.raises(HFLightningError) as arrow:
+        arrow_rows.encode_labels(values, spec, lambda row: f"line {row} of x.csv", np.array([4, 9]))
+    assert str(arrow.value) == str(per_row.value)
+
+
+def test_arrow_encoding_of_valid_labels_matches_per_row():
+    spec = LabelSpec("single_label", ("neg", "pos"))
+    for raw in (["pos", "neg", "pos"], [1, 0, 1], [1.0, 0.0, 1.0]):
+        ids = arrow_rows.encode_labels(pa.chunked_array([raw]), spec, str, np.arange(3))
+        assert ids.tolist() == [encode_label(v, spec, "row") for v in raw] == [1, 0, 1]
