@@ -10,18 +10,17 @@ modules/cli/commands.py. The `hf-lightning` console script is this same `main`.
 
 import importlib
 import sys
-from pathlib import Path
 
 from modules.cli.commands import COMMANDS, LIGHTNING_COMMANDS
 from modules.cli.fast_path import answer_without_lightning, top_level_help
+from modules.cli.plain_parser import program
 from modules.cli.suggest import did_you_mean
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run `COMMAND ARGS...`; bad input prints one `error:` line and exits with status 2."""
     argv = sys.argv[1:] if argv is None else argv
-    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "main.py"
-    prog = prog if prog != "__main__.py" else "main.py"
+    prog = program()  # `main.py` or `hf-lightning`, in every help and error line
     # The top-level --help and a misspelled key answer in well under a second, before Lightning's imports.
     answer_without_lightning(argv, prog)
     if not argv:

@@ -1,7 +1,7 @@
 """Hyperparameter search over the CLI: each Optuna trial is a normal `fit` with sampled overrides, in a run folder of
 its own; any number of workers, on one machine or many, share one study through an RDB storage.
 
-    python -m modules.tune.command --config configs/bert.yaml --search configs/search/lr.yaml --n_trials 20 \\
+    python main.py tune --config configs/bert.yaml --search configs/search/lr.yaml --n_trials 20 \\
         --storage sqlite:///tune.db --study_name lr
 
 Arguments this command does not know are passed on to every trial's `fit` (e.g. `--trainer.max_epochs 1`).
@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
+from modules.cli.plain_parser import PlainParser
 from modules.errors import HFLightningError
-from modules.tune.report import ValidationMetrics, write_report
 from modules.tune.search_space import Parameter, as_flags, load_search_space
 
 
@@ -39,9 +39,7 @@ def _optuna():
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modules.tune.command", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = PlainParser("tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", required=True, help="a fit config (repeat to stack them)")
     parser.add_argument("--search", required=True, help="search-space YAML: dotted CLI key -> distribution")
     parser.add_argument("--n_trials", type=int, required=True, help="trials in the study, over all workers")
@@ -75,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
 def run(argv: list[str] | None = None) -> Any:
     """Run this worker's share of the study; returns the study."""
     args, fit_args = _parser().parse_known_args(argv)
+    from modules.tune.report import ValidationMetrics, write_report  # Lightning: imported past --help and bad flags
+
     if args.n_trials < 1:
         raise HFLightningError(f"--n_trials must be >= 1, got {args.n_trials}.")
     space = load_search_space(args.search)
@@ -151,18 +151,20 @@ def run(argv: list[str] | None = None) -> Any:
 
 def _check(base: list[str], space: list[Parameter]) -> dict:
     """Parse the fit config once, and once per searched key with each end of its range, without training."""
+    from modules.runs.paths import config_entries  # torch and Lightning: not for `tune --help`
+
     config = yaml.safe_load(_parse([*base, "--print_config"], "the config and extra flags"))
     for parameter in space:
         for value in parameter.examples():
             _parse([*base, *as_flags({parameter.key: value}), "--print_config"], f"search key {parameter.key}")
     trainer = config.get("trainer") or {}
     checkpoint = next(
-        (c for c in _as_list(trainer.get("callbacks")) if "Checkpoint" in str(c.get("class_path", ""))), None
+        (c for c in config_entries(trainer.get("callbacks")) if "Checkpoint" in str(c.get("class_path", ""))), None
     )
     init_args = (checkpoint or {}).get("init_args") or {}
     if not init_args.get("monitor"):
         raise HFLightningError("tune needs a checkpoint callback with a `monitor` in the config: the objective.")
-    loggers = _as_list(trainer.get("logger"))
+    loggers = config_entries(trainer.get("logger"))
     return {
         "monitor": init_args["monitor"],
         "mode": init_args.get("mode", "min"),
@@ -247,12 +249,6 @@ def _wait_for_stale(optuna: Any, study: Any, interval: int, grace: int) -> None:
         if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             return
         time.sleep(interval)
-
-
-def _as_list(value: Any) -> list:
-    if value is None or isinstance(value, bool):
-        return []
-    return value if isinstance(value, list) else [value]
 
 
 class _Claim:
