@@ -151,7 +151,7 @@ def expand_folders(data_files: object) -> object:
         return os.path.abspath(path)
     if isinstance(data_files, dict):
         return {k: expand_folders(v) for k, v in data_files.items()}
-    return [f for v in data_files for f in _as_list(expand_folders(v))]
+    return [f for v in data_files for f in file_list(expand_folders(v))]
 
 
 def load_files(builder: str | None, data_files: object, config: str | None = None) -> DatasetDict:
@@ -290,10 +290,6 @@ def select_splits(raw: DatasetDict, wanted: tuple[str, ...], validation_size: fl
         if len(splits[name]) == 0:
             raise HFLightningError(f"the {name} split is empty: check the file or --data.data_files.")
     return {name: splits[name] for name in wanted}
-
-
-def _as_list(value: object) -> list:
-    return value if isinstance(value, list) else [value]
 
 
 def _builder_for(suffixes: set[str]) -> str:

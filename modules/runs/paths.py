@@ -13,13 +13,13 @@ from modules.errors import HFLightningError
 
 def checkpoint_search_root(trainer_config: dict) -> Path:
     """The folder a config's checkpoints land under: a ModelCheckpoint `dirpath`, else the logger's run root."""
-    for callback in _as_list(trainer_config.get("callbacks")):
+    for callback in config_entries(trainer_config.get("callbacks")):
         if isinstance(callback, dict) and "Checkpoint" in str(callback.get("class_path", "")):
             dirpath = (callback.get("init_args") or {}).get("dirpath")
             if dirpath:
                 return Path(dirpath)
     root = Path(trainer_config.get("default_root_dir") or ".")
-    for logger in _as_list(trainer_config.get("logger")):
+    for logger in config_entries(trainer_config.get("logger")):
         if isinstance(logger, dict):
             init_args = logger.get("init_args") or {}
             if str(logger.get("class_path", "")).endswith("MLFlowLogger"):
@@ -144,7 +144,9 @@ def run_folder(trainer) -> Path:
     return log_folder(trainer)
 
 
-def _as_list(value: object) -> list:
+def config_entries(value: object) -> list:
+    """The entries of a trainer config's `callbacks` or `logger` value: none for unset or `true`/`false` (Lightning's
+    switches for its defaults), one for a single `class_path` entry, else the list itself."""
     if value is None or isinstance(value, bool):
         return []
     return value if isinstance(value, list) else [value]
@@ -160,7 +162,9 @@ def run_name(config_files: list[str], dataset: str | None, data_files: object) -
         files = data_files
         if isinstance(data_files, dict):
             files = data_files.get("train") or next(iter(data_files.values()), None)
-        source = str(_as_list(files)[0]) if _as_list(files) else None
+        if isinstance(files, list):
+            files = files[0] if files else None
+        source = str(files) if files else None
     if not source:
         return "lightning_logs"
     path = Path(source.rstrip("/"))
@@ -173,7 +177,7 @@ _NAMED_LOGGERS = ("TensorBoardLogger", "CSVLogger")
 
 def name_unnamed_loggers(trainer_config: dict, name: str) -> None:
     """Give `name` to each TensorBoard/CSV logger (class_path dicts, in place) whose name is still the default."""
-    for logger in _as_list(trainer_config.get("logger")):
+    for logger in config_entries(trainer_config.get("logger")):
         if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith(_NAMED_LOGGERS):
             continue
         init_args = logger.get("init_args")
