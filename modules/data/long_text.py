@@ -1,12 +1,15 @@
 """Long documents: split each into overlapping windows of `max_length` tokens, and fold window logits back into one
-row of logits per document (mean; max for multi-label), so metrics and predictions count documents, not windows."""
+row of logits per document (mean; max for multi-label), so metrics and predictions count documents, not windows.
+
+The one home of window aggregation: evaluation (`documents_of_windows`), `predict`'s writer (`WindowTotals`, filled
+batch by batch) and the server (`aggregate_windows`) all fold windows here. Light on purpose (torch, transformers):
+the server imports it, so Lightning and datasets are imported only inside `warn_truncated`, which training calls.
+"""
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedTokenizerBase
 
-from modules.data.stats import reached_share
 from modules.errors import HFLightningError
 
 
@@ -63,6 +66,10 @@ def warn_truncated(lengths: np.ndarray, max_length: int, name: str) -> float:
     `lengths` are the token lengths after truncation, so a row at `max_length` is an upper bound on the truncated
     rows. No warning when no row reaches it. Returns the share.
     """
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    from modules.data.stats import reached_share
+
     share = reached_share(lengths, max_length)
     if share > 0:
         rank_zero_warn(
@@ -72,14 +79,53 @@ def warn_truncated(lengths: np.ndarray, max_length: int, name: str) -> float:
     return share
 
 
+class WindowTotals:
+    """Running per-document totals of window logits: each label's sum (max for multi-label) and the window count.
+
+    Windows may come in any order and any number of batches (`add`); `logits()` gives each document's mean (max for
+    multi-label). A document of one window gets its own logits back unchanged. Under DDP, ranks reduce `totals` with
+    SUM (MAX for multi-label) and `counts` with SUM before `logits()`.
+
+    Args:
+        documents: How many documents the windows come from (indices 0..documents-1).
+        multi_label: Max over a document's windows (a label present anywhere is present) instead of the mean (the
+            document's evidence averaged for a single-label decision or a regression value).
+    """
+
+    def __init__(self, documents: int, multi_label: bool = False) -> None:
+        self.documents, self.multi_label = documents, multi_label
+        self.totals: torch.Tensor | None = None  # (documents, num_labels), allocated by the first `add`
+        self.counts = torch.zeros(documents, dtype=torch.int32)
+
+    def add(self, logits: torch.Tensor, document: torch.Tensor) -> None:
+        """Fold `(windows, num_labels)` logits whose windows belong to `document` (`(windows,)` indices) in."""
+        if logits.shape[0] != document.shape[0]:
+            raise ValueError(f"{logits.shape[0]} window logits but {document.shape[0]} document indices")
+        if self.totals is None:
+            shape, start = (self.documents, *logits.shape[1:]), float("-inf") if self.multi_label else 0.0
+            self.totals = torch.full(shape, start, dtype=logits.dtype, device=logits.device)
+        document = document.to(self.totals.device).long()
+        index = document.view(-1, *[1] * (logits.dim() - 1)).expand_as(logits)
+        # scatter_reduce, not index_reduce (a beta API that warns): the same sum, in the same order, as index_add.
+        self.totals.scatter_reduce_(0, index, logits, reduce="amax" if self.multi_label else "sum")
+        self.counts.index_add_(0, document.to(self.counts.device), torch.ones_like(document, dtype=torch.int32))
+
+    def logits(self) -> torch.Tensor:
+        """`(documents, num_labels)` logits: the mean of each document's windows (max for multi-label)."""
+        if self.totals is None:
+            raise ValueError("no windows were added")
+        if self.multi_label:
+            return self.totals
+        return self.totals / self.counts.to(self.totals.device).unsqueeze(-1)
+
+
 def aggregate_windows(logits: torch.Tensor, document: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
-    """One row of logits per document from one row per window.
+    """One row of logits per document from one row per window (`WindowTotals` in one go).
 
     Args:
         logits: `(windows, num_labels)` logits of every window.
         document: `(windows,)` document index of each window, 0..documents-1, every document present.
-        multi_label: take each label's max over the windows (a label present anywhere is present), instead of the
-            mean (the document's evidence averaged for a single-label decision).
+        multi_label: take each label's max over the windows instead of the mean.
 
     Returns:
         `(documents, num_labels)` logits, row `d` for document `d`. A server that windows a request with
@@ -87,13 +133,11 @@ def aggregate_windows(logits: torch.Tensor, document: torch.Tensor, multi_label:
     """
     if logits.shape[0] != document.shape[0]:
         raise ValueError(f"{logits.shape[0]} window logits but {document.shape[0]} document indices")
-    documents = int(document.max()) + 1 if document.numel() else 0
-    index = document.long().unsqueeze(1).expand_as(logits)
-    if multi_label:
-        out = torch.full((documents, logits.shape[1]), float("-inf"), dtype=logits.dtype, device=logits.device)
-        return out.scatter_reduce(0, index, logits, reduce="amax", include_self=True)
-    out = torch.zeros((documents, logits.shape[1]), dtype=logits.dtype, device=logits.device)
-    return out.scatter_reduce(0, index, logits, reduce="mean", include_self=False)
+    if not document.numel():
+        return logits.new_zeros((0, *logits.shape[1:]))
+    totals = WindowTotals(int(document.max()) + 1, multi_label)
+    totals.add(logits, document)
+    return totals.logits()
 
 
 def documents_of_windows(

@@ -1,12 +1,18 @@
-"""Each task's loss and outputs, and the class weights that counter imbalance in the training loss."""
+"""Each task's loss and outputs, and the class weights that counter imbalance in the training loss.
+
+Light on purpose (torch only): the server imports `task_outputs` from here.
+"""
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from modules.data.labels import LabelSpec
 from modules.errors import HFLightningError
+
+if TYPE_CHECKING:
+    from modules.data.labels import LabelSpec  # datasets: for the annotation only
 
 
 def task_loss(task: str, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -28,7 +34,7 @@ def task_outputs(task: str, logits: torch.Tensor) -> torch.Tensor:
 
 
 def class_weights(
-    setting: str | Sequence[float], spec: LabelSpec, label_counts: Sequence[float] | None, train_rows: int
+    setting: str | Sequence[float], spec: "LabelSpec", label_counts: Sequence[float] | None, train_rows: int
 ) -> torch.Tensor | None:
     """The loss weights `--model.class_weights` asks for: None, `balanced` from the train split's counts, or given."""
     if setting == "none":
