@@ -2,8 +2,8 @@
 
 LoRA checkpoints are exported with the adapters merged into the base weights, so the folder is a plain model.
 
-After the fact: `python -m modules.outputs.export CHECKPOINT OUTPUT_DIR [--onnx [--quantize]]`.
-The folder then loads with
+After the fact: `python main.py export CHECKPOINT OUTPUT_DIR [--onnx [--quantize]]`; ONNX files for an existing
+export folder: `python main.py export HF_MODEL_DIR --onnx [--quantize]` (written into it). The folder then loads with
 `pipeline("text-classification", model=OUTPUT_DIR)` or `AutoModelForSequenceClassification.from_pretrained`.
 """
 
@@ -18,11 +18,12 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from transformers import AutoTokenizer
 
+from modules.cli.plain_parser import PlainParser
 from modules.errors import HFLightningError
 from modules.model import trained_model
 from modules.model.lora import parameter_counts
 from modules.outputs.model_card import write_model_card
-from modules.outputs.onnx import export_onnx, require_onnxruntime
+from modules.outputs.onnx import INT8_FILE, export_onnx, require_onnxruntime
 from modules.runs.paths import load_checkpoint, log_folder
 
 
@@ -134,29 +135,43 @@ class HFExport(Callback):
 
 
 def main(args: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="Lightning .ckpt written by `python main.py fit`")
-    parser.add_argument("output_dir", help="folder to write the Hugging Face model, tokenizer and model card to")
+    """`main.py export`: a checkpoint to a Hugging Face folder (and ONNX), or ONNX files for an existing folder."""
+    parser = PlainParser("export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT|HF_MODEL_DIR",
+        help="a Lightning .ckpt written by `fit`, or an hf_model/ export folder (with --onnx: model.onnx goes into it)",
+    )
+    parser.add_argument(
+        "output_dir", nargs="?", help="for a checkpoint: the folder to write the model, tokenizer and model card to"
+    )
     parser.add_argument(
         "--tokenizer", help="tokenizer name or folder (default: the one the checkpoint was trained with)"
     )
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx (docs/serve.md)")
     parser.add_argument("--quantize", action="store_true", help="also write model.int8.onnx (needs --onnx)")
     parsed = parser.parse_args(args)
+    source = Path(parsed.checkpoint)
     if parsed.quantize and not parsed.onnx:
         parser.error("--quantize quantizes the ONNX export: add --onnx")
-    if parsed.onnx:
-        try:
-            require_onnxruntime()
-        except HFLightningError as error:
-            parser.error(str(error))
-    output_dir = export_checkpoint(parsed.checkpoint, parsed.output_dir, parsed.tokenizer)
-    checkpoint = Path(parsed.checkpoint)
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    write_model_card(output_dir, run_dir)
-    print(f"Exported {parsed.checkpoint} to {output_dir}")
-    if parsed.onnx:
-        print(f"Exported ONNX to {export_onnx(output_dir, quantize=parsed.quantize)}")
+    if source.is_dir() and (not parsed.onnx or parsed.output_dir or parsed.tokenizer):
+        parser.error(f"{source} is a folder: `export HF_MODEL_DIR --onnx [--quantize]` adds ONNX files to an export")
+    if not source.is_dir() and parsed.output_dir is None:
+        parser.error(f"name the folder to export {source} to: `export CHECKPOINT OUTPUT_DIR`")
+    try:
+        if parsed.onnx:
+            require_onnxruntime()  # before the Hugging Face export: no half-done work
+        output_dir = source
+        if not source.is_dir():
+            output_dir = export_checkpoint(source, parsed.output_dir, parsed.tokenizer)
+            run_dir = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+            write_model_card(output_dir, run_dir)
+            print(f"Exported {source} to {output_dir}")
+        if parsed.onnx:
+            path = export_onnx(output_dir, quantize=parsed.quantize)
+            print(f"Exported ONNX to {path}" + (f" and {path.parent / INT8_FILE}" if parsed.quantize else ""))
+    except HFLightningError as error:
+        parser.error(str(error))
 
 
 if __name__ == "__main__":

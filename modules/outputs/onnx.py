@@ -2,11 +2,10 @@
 which runs it with onnxruntime.
 
 At the end of fit: `--export.onnx true [--export.quantize true]`. After the fact, from a checkpoint:
-`python -m modules.outputs.export CHECKPOINT OUTPUT_DIR --onnx [--quantize]`; from an `hf_model/` folder:
-`python -m modules.outputs.onnx HF_MODEL_DIR [--quantize]`.
+`python main.py export CHECKPOINT OUTPUT_DIR --onnx [--quantize]`; from an `hf_model/` folder:
+`python main.py export HF_MODEL_DIR --onnx [--quantize]`.
 """
 
-import argparse
 import importlib.util
 import warnings
 from pathlib import Path
@@ -35,7 +34,7 @@ def require_onnxruntime() -> None:
 def how_to_export(model_dir: str | Path, quantized: bool) -> str:
     flags = "--export.onnx true --export.quantize true" if quantized else "--export.onnx true"
     return (
-        f"write it with `python -m modules.outputs.onnx {model_dir}{' --quantize' if quantized else ''}`, "
+        f"write it with `python main.py export {model_dir} --onnx{' --quantize' if quantized else ''}`, "
         f"or at the end of fit with `{flags}`"
     )
 
@@ -147,17 +146,9 @@ class OnnxLogits:
         return logits.astype(np.float32, copy=False)
 
 
-def main(args: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m modules.outputs.onnx", description=__doc__.splitlines()[0])
-    parser.add_argument("model_dir", help="an hf_model/ export folder; model.onnx is written into it")
-    parser.add_argument("--quantize", action="store_true", help="also write model.int8.onnx (int8 dynamic)")
-    parsed = parser.parse_args(args)
-    try:
-        path = export_onnx(parsed.model_dir, quantize=parsed.quantize)
-    except HFLightningError as error:
-        parser.error(str(error))
-    print(f"Exported ONNX to {path}" + (f" and {path.parent / INT8_FILE}" if parsed.quantize else ""))
+if __name__ == "__main__":  # the old door: an alias of `python main.py export HF_MODEL_DIR --onnx [--quantize]`
+    import sys
 
+    from modules.outputs.export import main
 
-if __name__ == "__main__":
-    main()
+    main([*sys.argv[1:], "--onnx"])

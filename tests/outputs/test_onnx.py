@@ -83,7 +83,7 @@ def test_quantize_without_onnx_is_refused_before_training(tiny_model, reviews_di
 
 def test_missing_file_names_the_flag(tiny_model):
     with pytest.raises(
-        HFLightningError, match="modules.outputs.onnx .* --quantize.*--export.onnx true --export.quantize true"
+        HFLightningError, match="main.py export .* --onnx --quantize.*--export.onnx true --export.quantize true"
     ):
         OnnxLogits(tiny_model, quantized=True)
 

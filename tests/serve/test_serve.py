@@ -258,7 +258,7 @@ def test_bad_serving_options_are_one_line(tiny_model, capsys, flags, message):
 def test_onnx_backend_without_its_file_fails_before_serving(tiny_model):
     with pytest.raises(SystemExit) as stopped:
         serve_main([str(tiny_model), "--backend", "onnx-int8"])
-    assert "model.int8.onnx" in str(stopped.value.code) and "python -m modules.outputs.onnx" in str(stopped.value.code)
+    assert "model.int8.onnx" in str(stopped.value.code) and "main.py export" in str(stopped.value.code)
 
 
 def test_long_text_chunk_answers_once_per_input_from_its_windows(trained):
