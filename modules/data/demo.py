@@ -1,8 +1,8 @@
-"""An offline stand-in for the Hub: a tiny BERT (or DistilBERT/GPT-2) and a learnable review dataset, built locally.
+"""An offline stand-in for the Hub: a tiny BERT and a learnable review dataset, built locally.
 
-`python -m modules.data.demo demo_data` writes `demo_data/model` (a 2-layer, hidden-32 BERT with its WordPiece vocab)
-and `demo_data/reviews` (a folder in Hub layout, `neg`/`pos` ClassLabel), which `make demo` fine-tunes in about a
-minute on a CPU. The tests build the same things in a temporary folder.
+`python main.py demo demo_data` writes `demo_data/model` (a 2-layer, hidden-32 BERT with its WordPiece vocab) and
+`demo_data/reviews` (a folder in Hub layout, `neg`/`pos` ClassLabel), which `make demo` fine-tunes in seconds on a
+CPU (README.md, "Set up"). The tests build the same things in a temporary folder.
 """
 
 import argparse
@@ -15,6 +15,7 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Value
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
+from modules.cli.plain_parser import PlainParser
 from modules.console.quiet import plain_output
 
 POSITIVE = ["great", "wonderful", "moving", "brilliant", "charming", "superb", "funny", "delightful"]
@@ -100,8 +101,10 @@ def write_tiny_bert(folder: Path, hidden_size: int = 32, num_layers: int = 2, se
 
 
 def main(args: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output_dir", type=Path)
+    parser = PlainParser("demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "output_dir", type=Path, nargs="?", default=Path("demo_data"), help="where to write (default: demo_data)"
+    )
     parsed = parser.parse_args(args)
     if not sys.stderr.isatty():
         plain_output()  # `make demo > log`: no progress bars redrawn with carriage returns in the file
