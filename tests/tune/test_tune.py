@@ -52,6 +52,12 @@ def test_shipped_search_spaces_load(path):
     assert space and all(p.key.split(".")[0] in {"model", "data", "trainer"} for p in space)
 
 
+def test_docs_show_the_shipped_search_space():
+    shown = (ROOT / "docs" / "tune.md").read_text().split("The shipped `configs/search/lr.yaml`", 1)[1]
+    shown = shown.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(shown) == yaml.safe_load((ROOT / "configs" / "search" / "lr.yaml").read_text())
+
+
 @pytest.mark.parametrize(
     ("space", "names"),
     [
