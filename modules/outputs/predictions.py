@@ -3,7 +3,8 @@
 Memory stays flat in the file's size: each batch's logits are added into one float array (4 bytes per row and label)
 as they come, in whatever order the length-sorted batches run; at the end the rows are written in input order, a
 chunk of the input's columns at a time. With `--data.long_text chunk` a row's windows are averaged there (max for
-multi-label), so there is one prediction per input however many windows it took.
+multi-label; `WindowTotals`, modules/data/long_text.py), so there is one prediction per input however many windows
+it took. A row's fields come from `Prediction.row` (modules/outputs/answers.py), as the server's answers do.
 """
 
 import csv
@@ -15,8 +16,10 @@ import torch.distributed as dist
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from modules.data.labels import TASKS
+from modules.data.long_text import WindowTotals
+from modules.data.tasks import TASKS
 from modules.model.loss import task_outputs
+from modules.outputs.answers import Prediction
 from modules.runs.paths import run_folder
 
 CHUNK_ROWS = 4096  # rows of the input read and written at a time
@@ -33,32 +36,23 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, output_path: str | None = None) -> None:
         super().__init__(write_interval="batch")
         self.output_path = output_path
-        self._logits: torch.Tensor | None = None  # per input row: the sum (max for multi-label) of its windows'
-        self._counts: torch.Tensor | None = None  # per input row: windows seen
+        self._windows: WindowTotals | None = None  # per input row: its windows' logits, folded as they come
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._logits, self._counts = None, torch.zeros(len(trainer.datamodule.predict_raw), dtype=torch.int32)
+        multi_label = TASKS[pl_module.hparams.problem_type] == "multi_label"
+        self._windows = WindowTotals(len(trainer.datamodule.predict_raw), multi_label)
 
     def write_on_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, prediction: dict, batch_indices, batch, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
-        index, logits = prediction["index"], prediction["logits"].float()
-        multi_label = TASKS[pl_module.hparams.problem_type] == "multi_label"
-        if self._logits is None:
-            shape = (len(self._counts), *logits.shape[1:])
-            self._logits = torch.full(shape, float("-inf")) if multi_label else torch.zeros(shape)
-        if multi_label:
-            self._logits.index_reduce_(0, index, logits, "amax")
-        else:
-            self._logits.index_add_(0, index, logits)
-        self._counts.index_add_(0, index, torch.ones_like(index, dtype=torch.int32))
+        self._windows.add(prediction["logits"].float(), prediction["index"])
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         default_path = run_folder(trainer) / "predictions.jsonl"  # on every rank: `log_dir` is a collective
         task = TASKS[pl_module.hparams.problem_type]
-        logits, counts = self._logits, self._counts
-        self._logits = self._counts = None
+        windows, self._windows = self._windows, None
+        logits, counts = windows.totals, windows.counts
         if logits is None:
             logits = torch.zeros(len(counts), 1)
         if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
@@ -68,6 +62,7 @@ class PredictionWriter(BasePredictionWriter):
             dist.all_reduce(logits, op=dist.ReduceOp.MAX if task == "multi_label" else dist.ReduceOp.SUM)
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)
             logits, counts = logits.cpu(), counts.cpu()
+        windows.totals, windows.counts = logits, counts
         if not trainer.is_global_zero:
             return
         raw = trainer.datamodule.predict_raw
@@ -75,9 +70,7 @@ class PredictionWriter(BasePredictionWriter):
             raise RuntimeError(f"predictions cover {int((counts > 0).sum())} of {len(raw)} rows: some are missing.")
         if getattr(trainer.datamodule, "long_text", "truncate") != "chunk" and len(counts) and int(counts.max()) > 1:
             raise RuntimeError("some rows were predicted more than once")
-        if task != "multi_label":
-            logits = logits / counts.unsqueeze(-1)  # the mean of a row's windows (one window: itself)
-        values = task_outputs(task, logits)
+        values = task_outputs(task, windows.logits())  # a row's windows' mean (max for multi-label); one: itself
         path = Path(self.output_path or default_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         names = list(pl_module.hparams.label_names)
@@ -98,19 +91,10 @@ class PredictionWriter(BasePredictionWriter):
     @staticmethod
     def _rows(columns: dict, names: list, task: str, threshold: float, values: torch.Tensor) -> list[dict]:
         """Rows of one chunk: the input's own columns (an `id`, say) come back with each prediction."""
-        rows = []
-        for i, value in enumerate(values.tolist()):
-            row = {c: column[i] for c, column in columns.items()}
-            if task == "regression":
-                row["prediction"] = value
-            elif task == "multi_label":
-                row["prediction"] = [n for n, p in zip(names, value) if p > threshold]
-                row["probabilities"] = dict(zip(names, value))
-            else:
-                row["prediction"] = names[max(range(len(value)), key=value.__getitem__)]
-                row["probabilities"] = dict(zip(names, value))
-            rows.append(row)
-        return rows
+        return [
+            {c: column[i] for c, column in columns.items()} | Prediction(task, names, value, threshold).row()
+            for i, value in enumerate(values.tolist())
+        ]
 
 
 def _flatten(row: dict) -> dict:
