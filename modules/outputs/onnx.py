@@ -15,7 +15,6 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from modules.errors import HFLightningError
-from modules.model.build import accepted_inputs
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -58,6 +57,8 @@ def export_onnx(model_dir: str | Path, quantize: bool = False) -> Path:
     Uses the TorchScript exporter (`dynamo=False`): it needs no onnxscript, takes `dynamic_axes` directly and
     traces these encoder classifiers exactly (docs/serve.md). Returns the path of `model.onnx`.
     """
+    from modules.model.build import accepted_inputs  # here, not above: the server's OnnxLogits needs no datasets
+
     require_onnxruntime()
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
