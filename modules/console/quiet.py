@@ -95,6 +95,13 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings(
         "ignore", message=r"LightningCLI's args parameter is intended to run from within Python", module=r"lightning"
     )
+    # The tuner's worker heartbeat (`heartbeat_interval`, `fail_stale_trials`), which it relies on: Optuna calls both
+    # experimental at every use.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Argument ``heartbeat_interval`` is an experimental|optuna\.storages\._heartbeat\.fail_stale_trials ",
+        module=r"optuna|modules\.tune",
+    )
     # bf16/16-mixed: the summary's size estimate assumes 32-bit weights, which is what mixed precision keeps.
     warnings.filterwarnings(
         "ignore",

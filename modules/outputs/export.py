@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from transformers import AutoTokenizer
 
 from modules.cli.plain_parser import PlainParser
+from modules.console.quiet import plain_output
 from modules.errors import HFLightningError
 from modules.model import trained_model
 from modules.model.lora import parameter_counts
@@ -158,6 +160,8 @@ def main(args: list[str] | None = None) -> None:
         parser.error(f"{source} is a folder: `export HF_MODEL_DIR --onnx [--quantize]` adds ONNX files to an export")
     if not source.is_dir() and parsed.output_dir is None:
         parser.error(f"name the folder to export {source} to: `export CHECKPOINT OUTPUT_DIR`")
+    if not sys.stderr.isatty():
+        plain_output()  # a log file gets no redrawn bars of the model's loading and saving
     try:
         if parsed.onnx:
             require_onnxruntime()  # before the Hugging Face export: no half-done work

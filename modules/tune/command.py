@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from modules.cli.plain_parser import PlainParser
+from modules.console.quiet import quiet_library_noise
 from modules.errors import HFLightningError
 from modules.tune.search_space import Parameter, as_flags, load_search_space
 
@@ -74,6 +75,8 @@ def run(argv: list[str] | None = None) -> Any:
     """Run this worker's share of the study; returns the study."""
     args, fit_args = _parser().parse_known_args(argv)
     from modules.tune.report import ValidationMetrics, write_report  # Lightning: imported past --help and bad flags
+
+    quiet_library_noise()  # before Optuna's first call, as cli_main does before each trial's
 
     if args.n_trials < 1:
         raise HFLightningError(f"--n_trials must be >= 1, got {args.n_trials}.")

@@ -3,6 +3,7 @@
 import logging
 import warnings
 
+import pytest
 from lightning.pytorch.utilities import rank_zero_info
 
 from modules.console.quiet import quiet_library_noise
@@ -83,3 +84,27 @@ def test_load_report_of_only_a_new_head_is_one_line_others_stay_whole(tmp_path, 
         "classifier.weight), trained by fit."
     )
     assert "LOAD REPORT" in reports[1] and "UNEXPECTED" in reports[1] and len(reports[1].splitlines()) > 3
+
+
+@pytest.mark.parametrize(
+    ("message", "module"),
+    [
+        ("LightningCLI's args parameter is intended to run from within Python like if it were CLI input.", "lightning"),
+        (
+            "Argument ``heartbeat_interval`` is an experimental feature. The interface can change in the future.",
+            "optuna._experimental",
+        ),
+        (
+            "optuna.storages._heartbeat.fail_stale_trials is experimental (supported from v2.9.0). The interface can "
+            "change in the future.",
+            "modules.tune.command",
+        ),
+    ],
+)
+def test_notes_on_what_the_door_and_tuner_do_on_purpose_are_dropped_elsewhere_kept(message, module):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_library_noise()
+        warnings.warn_explicit(message, UserWarning, "theirs.py", 1, module=module)
+        warnings.warn_explicit(message, UserWarning, "ours.py", 1, module="modules.data.labels")
+    assert [w.filename for w in caught] == ["ours.py"]
