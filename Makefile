@@ -37,11 +37,11 @@ demo: setup  ## build the offline demo model and data, fit, then test the best c
 	$(BIN)/python main.py fit --config configs/demo.yaml
 	$(BIN)/python main.py test --config configs/demo.yaml --ckpt_path best
 
-test: setup  ## the full suite, as CI runs it (offline, CPU; ~11 minutes on 2 cores)
-	# Two test processes, each test file kept in one (its module fixtures are built once): 11 instead of ~15 minutes.
+test: setup  ## the full suite, as CI runs it (offline, CPU only)
+	# Two test processes, each test file kept in one, so its module fixtures are built once.
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-test-fast: setup  ## the edit loop: everything but end-to-end training runs (well under 2 minutes)
+test-fast: setup  ## the edit loop: everything but end-to-end training runs
 	$(BIN)/python -m pytest -m "not slow and not e2e"
 
 lint: setup  ## ruff check and format check, as CI runs them
