@@ -122,14 +122,14 @@ class HFLightningCLI(LightningCLI):
         has_train = data_files is not None and (not isinstance(data_files, dict) or "train" in data_files)
         if not config.get("ckpt_path") or config.data.dataset is not None or has_train:
             return
-        settings = checkpoint_settings(config.ckpt_path)
+        record = checkpoint_settings(config.ckpt_path)  # a RunRecord (modules/runs/record.py)
         for key in ("model_name_or_path", "problem_type", "label_names"):
-            if settings[key] is not None:
-                config.model[key] = settings[key]
+            if getattr(record, key) is not None:
+                config.model[key] = getattr(record, key)
         config.data.model_name_or_path = config.model.model_name_or_path
         for key in ("tokenizer_name_or_path", "max_length", "long_text", "stride"):
-            if settings[key] is not None:
-                config.data[key] = settings[key]
+            if getattr(record, key) is not None:
+                config.data[key] = getattr(record, key)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})

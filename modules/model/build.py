@@ -11,6 +11,7 @@ from modules.data.preprocess import MODEL_INPUTS
 from modules.data.sources import check_model_source
 from modules.errors import HFLightningError
 from modules.model.lora import initialized_modules, merge
+from modules.runs.record import RunRecord
 
 
 def label_config(spec: LabelSpec) -> dict:
@@ -75,7 +76,10 @@ def from_checkpoint(checkpoint: dict, name: str, lora: bool) -> tuple[PreTrained
     A full checkpoint has every weight: an untrained model of that architecture and labels will do (no download).
     A LoRA checkpoint holds only the trained tensors: the frozen rest comes from the pretrained weights of `name`.
     """
-    config = config_from_dict(checkpoint["hf_config"])
+    record = RunRecord.from_checkpoint(checkpoint)
+    if record.hf_config is None:
+        raise HFLightningError("the checkpoint holds no model config (`hf_config`): it was not written by `fit`.")
+    config = config_from_dict(record.hf_config)
     if lora:
         check_model_source(name, "--model.model_name_or_path")
         return pretrained(name, config=config)
@@ -87,7 +91,8 @@ def trained_model(checkpoint: dict) -> PreTrainedModel:
     from modules.model.module import TransformerModule  # the module imports this file
 
     accepted = inspect.signature(TransformerModule.__init__).parameters  # LightningCLI also stores `_instantiator`
-    module = TransformerModule(**{k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted})
+    hyper_parameters = RunRecord.from_checkpoint(checkpoint).hyper_parameters
+    module = TransformerModule(**{k: v for k, v in hyper_parameters.items() if k in accepted})
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
     return merge(module.model) if module.hparams.lora_r else module.model

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from modules.errors import HFLightningError
+from modules.runs.record import RunRecord
 
 
 def checkpoint_search_root(trainer_config: dict) -> Path:
@@ -92,20 +93,10 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
         raise HFLightningError(f"checkpoint {path} is corrupt or not a checkpoint ({type(error).__name__}).") from None
 
 
-def checkpoint_settings(path: str | Path) -> dict:
+def checkpoint_settings(path: str | Path) -> RunRecord:
     """What a checkpoint knows of its run, so `predict` needs nothing else: the base model, tokenizer, length limit,
     long-text handling, problem type and label names (memory-mapped: weights are not read)."""
-    state = load_checkpoint(path, mmap=True)
-    hparams, data = state.get("hyper_parameters", {}), state.get("HFDataModule", {})
-    return {
-        "model_name_or_path": hparams.get("model_name_or_path"),
-        "problem_type": hparams.get("problem_type"),
-        "label_names": hparams.get("label_names"),
-        "tokenizer_name_or_path": data.get("tokenizer_name_or_path"),
-        "max_length": data.get("max_length"),
-        "long_text": data.get("long_text"),
-        "stride": data.get("stride"),
-    }
+    return RunRecord.from_checkpoint(load_checkpoint(path, mmap=True))
 
 
 def run_version(checkpoint: Path) -> int | None:
