@@ -53,7 +53,7 @@ def memory_fix(datamodule, trainer: Trainer, model: LightningModule) -> str:
         fixes.append(
             f"--data.batch_size {batch // 2} --trainer.accumulate_grad_batches {accumulate * 2} (same effective batch)"
         )
-    fixes.append(f"--data.max_length {max(8, datamodule.effective_max_length // 2)}")
+    fixes.append(f"--data.max_length {max(8, datamodule.contract.max_length // 2)}")
     if not model.hparams.gradient_checkpointing:
         fixes.append("--model.gradient_checkpointing true")
     if not model.hparams.lora_r:
@@ -64,7 +64,8 @@ def memory_fix(datamodule, trainer: Trainer, model: LightningModule) -> str:
 def run_check(trainer: Trainer, model: LightningModule, datamodule, memory_limit_gb: float | None = None) -> dict:
     datamodule.prepare_data()
     datamodule.setup("fit")
-    spec = datamodule.label_spec
+    contract = datamodule.contract  # what the data tells the model (modules/data/contract.py)
+    spec = contract.label_spec
     check_monitors(trainer.callbacks, spec.task)  # unknown monitor: HFLightningError, exit 2
     data = data_stats(datamodule)
     rows = {name: split["rows"] for name, split in data["splits"].items()}
@@ -74,7 +75,7 @@ def run_check(trainer: Trainer, model: LightningModule, datamodule, memory_limit
     machine = machine_report(trainer)
     measured = cost.measure(trainer, model, datamodule)
     trainable, total = parameter_counts(model.model)
-    tokenizer = datamodule.tokenizer
+    tokenizer = contract.tokenizer
     vocab_size = getattr(model.model.config, "vocab_size", None)
     run_seconds, epochs = cost.run_estimate(
         measured["epoch_seconds"],
@@ -90,10 +91,10 @@ def run_check(trainer: Trainer, model: LightningModule, datamodule, memory_limit
         "rows": rows,
         # With --data.long_text chunk the rows are windows: one at max_length is a full window, nothing is cut.
         "truncated_share": {
-            name: 0.0 if datamodule.long_text == "chunk" else split["tokens"]["truncated_share"]
+            name: 0.0 if contract.long_text == "chunk" else split["tokens"]["truncated_share"]
             for name, split in data["splits"].items()
         },
-        "long_text": datamodule.long_text,
+        "long_text": contract.long_text,
         "data": data,
         "model": {
             "architecture": type(model.model).__name__,

@@ -51,12 +51,11 @@ def _synchronize() -> None:
 
 
 class _Batches(LightningDataModule):
-    """The real data module's labels, tokenizer and splits (the model reads them), serving fixed batches."""
+    """Fixed batches, with the real data module's `contract` (what the model reads in `setup`)."""
 
     def __init__(self, source: LightningDataModule, train: list[dict], val: list[dict]) -> None:
         super().__init__()
-        for name in ("label_spec", "label_counts", "tokenizer", "datasets"):
-            setattr(self, name, getattr(source, name))
+        self.contract = source.contract
         self._train, self._val = train, val
 
     # A plain list would be read as one loader per element; batch_size=None serves each batch as it is.

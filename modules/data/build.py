@@ -2,10 +2,11 @@
 
 `build` loads the splits a stage needs, checks their columns, cleans and encodes labels, tokenizes (cached) and
 checks token ids; `build_streaming` does the same for a streamed `fit`, whose train split stays a stream (opened
-per rank by the datamodule's `train_dataloader`). Both return the values `setup` assigns, and assign nothing.
+per rank by the datamodule's `train_dataloader`). Both return a `BuiltData`, which `setup` keeps, and assign nothing.
 """
 
 import os
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from datasets import Dataset, DatasetDict
@@ -18,6 +19,8 @@ from modules.data.sources import SPLIT_ALIASES, load_splits, load_tokenizer, sel
 from modules.errors import HFLightningError
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from modules.data.datamodule import HFDataModule
 
 STAGE_SPLITS = {
@@ -28,7 +31,36 @@ STAGE_SPLITS = {
 }
 
 
-def build(dm: "HFDataModule", stage: str) -> dict:
+@dataclass(frozen=True)
+class BuiltData:
+    """What `build` makes for a stage: the tokenizer, the labels, the tokenized splits and the data report.
+
+    Attributes:
+        tokenizer: The loaded tokenizer.
+        label_spec: Task and label names (None: no train split and no checkpoint labels yet).
+        label_counts: Train rows per label; None without a (whole) train split.
+        datasets: Split name -> tokenized rows (windows with `--data.long_text chunk`).
+        predict_raw: The predict rows as read, blank ones dropped.
+        dropped_rows: Split -> reason -> rows dropped by cleaning, for `check`'s report.
+        max_length: `--data.max_length` after `clamp_max_length`.
+        stride: Tokens windows share with `--data.long_text chunk`; None when truncating.
+        windowed_texts: Split -> texts before windowing, with `--data.long_text chunk`.
+        example_text: A validation (else train) text.
+    """
+
+    tokenizer: "PreTrainedTokenizerBase"
+    label_spec: LabelSpec | None
+    max_length: int
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    label_counts: list[float] | None = None
+    predict_raw: Dataset | None = None
+    dropped_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    stride: int | None = None
+    windowed_texts: dict[str, int] = field(default_factory=dict)
+    example_text: str | None = None
+
+
+def build(dm: "HFDataModule", stage: str) -> BuiltData:
     """The tokenizer, label spec, tokenized splits and data report for `stage`, from `dm`'s settings."""
     tokenizer = load_tokenizer(dm.tokenizer_name_or_path)
     raw = load_splits(dm.dataset, dm.dataset_config, dm.data_files, dm.predict_file, dm.predict_split, dm.text_column)
@@ -81,23 +113,24 @@ def build(dm: "HFDataModule", stage: str) -> dict:
         if name == "train":
             preprocess.check_unknown_tokens(datasets[name], split[dm.text_column], tokenizer)
             label_counts = arrow_rows.label_counts(arrow_rows.column(datasets[name], "labels"), spec)
-    return {
-        "tokenizer": tokenizer,
-        "label_spec": spec,
-        "label_counts": label_counts,
-        "datasets": datasets,
-        "predict_raw": predict_raw,
-        "dropped_rows": dropped,
-        "max_length": max_length,
-        "windowed_texts": texts,  # split -> texts, with --data.long_text chunk
-        "example_text": next(
+    return BuiltData(
+        tokenizer=tokenizer,
+        label_spec=spec,
+        max_length=max_length,
+        datasets=datasets,
+        label_counts=label_counts,
+        predict_raw=predict_raw,
+        dropped_rows=dropped,
+        stride=stride,
+        windowed_texts=texts,
+        example_text=next(
             (splits[s][dm.text_column][0] for s in ("validation", "train") if s in splits and len(splits[s])),
             None,
         ),
-    }
+    )
 
 
-def build_streaming(dm: "HFDataModule") -> dict:
+def build_streaming(dm: "HFDataModule") -> BuiltData:
     """`build` for a streamed `fit`: validation is loaded whole and tokenized; train is left to the stream."""
     tokenizer = load_tokenizer(dm.tokenizer_name_or_path)
     model_config = AutoConfig.from_pretrained(dm.model_name_or_path)
@@ -112,16 +145,14 @@ def build_streaming(dm: "HFDataModule") -> dict:
     validation = preprocess.tokenize(
         split, "validation", tokenizer, max_length, dm.text_column, dm.text_pair_column, True, None
     )
-    return {
-        "tokenizer": tokenizer,
-        "label_spec": spec,
-        "label_counts": None,
-        "datasets": {"validation": validation},
-        "predict_raw": None,
-        "dropped_rows": {"validation": dropped},
-        "max_length": max_length,
-        "example_text": split[dm.text_column][0] if len(split) else None,
-    }
+    return BuiltData(
+        tokenizer=tokenizer,
+        label_spec=spec,
+        max_length=max_length,
+        datasets={"validation": validation},
+        dropped_rows={"validation": dropped},
+        example_text=split[dm.text_column][0] if len(split) else None,
+    )
 
 
 def text_columns(dm: "HFDataModule") -> list[str]:

@@ -1,4 +1,7 @@
-"""HFDataModule: the data's settings, lifecycle, loaders and checkpoint state (`build` makes the splits)."""
+"""HFDataModule: the data's settings, lifecycle, loaders and checkpoint state (`build` makes the splits).
+
+What the model and the outputs need from the data is `HFDataModule.contract`, a frozen `DataContract` built in
+`setup` (modules/data/contract.py documents the handover)."""
 
 import os
 from typing import Literal
@@ -11,8 +14,9 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from modules.data import arrow_rows
-from modules.data.build import build, build_streaming
+from modules.data.build import BuiltData, build, build_streaming
 from modules.data.collate import PaddingCollator
+from modules.data.contract import DataContract
 from modules.data.labels import LabelSpec
 from modules.data.sampler import LengthGroupedSampler, ResumableDataLoader
 from modules.data.sources import (
@@ -23,6 +27,7 @@ from modules.data.sources import (
 )
 from modules.data.streaming import StreamingBatches, StreamingDataLoader, check_streaming_arguments, open_stream
 from modules.errors import HFLightningError
+from modules.runs.record import data_state
 
 
 class HFDataModule(LightningDataModule):
@@ -132,14 +137,9 @@ class HFDataModule(LightningDataModule):
         self.predict_file = predict_file
         self.preprocessing_num_workers = preprocessing_num_workers
         # Set by `setup`:
-        self.tokenizer: PreTrainedTokenizerBase | None = None
-        self.label_spec: LabelSpec | None = None
-        self.label_counts: list[float] | None = None
+        self.contract: DataContract | None = None  # what the model and the outputs read (see `contract.py`)
         self.datasets: dict[str, Dataset] = {}
-        self.predict_raw: Dataset | None = None
         self.dropped_rows: dict[str, dict[str, int]] = {}  # split -> reason -> rows dropped by cleaning
-        self.effective_max_length: int | None = None
-        self.example_text: str | None = None  # a validation text, the usage example of the model card
         if self.dataset is None and self.data_files is None and self.predict_file is None:
             raise HFLightningError(
                 "no data: pass --data.dataset (a Hub name or local folder) or --data.data_files (or, for predict "
@@ -169,19 +169,41 @@ class HFDataModule(LightningDataModule):
 
     def setup(self, stage: str) -> None:
         built = self._build(stage)
-        self.tokenizer = built["tokenizer"]
-        self.label_spec = built["label_spec"]
-        self.label_counts = built["label_counts"]
-        self.datasets = built["datasets"]
-        self.predict_raw = built["predict_raw"]
-        self.dropped_rows = built["dropped_rows"]
-        self.effective_max_length = built["max_length"]
-        self.example_text = built["example_text"]
-        for name, texts in built.get("windowed_texts", {}).items():
+        self.datasets = built.datasets
+        self.dropped_rows = built.dropped_rows
+        self.contract = DataContract(
+            label_spec=built.label_spec,
+            tokenizer=built.tokenizer,
+            tokenizer_name_or_path=self.tokenizer_name_or_path,
+            max_length=built.max_length,
+            long_text=self.long_text,
+            stride=built.stride,
+            label_counts=built.label_counts,
+            train_rows=len(built.datasets["train"]) if "train" in built.datasets else 0,
+            predict_raw=built.predict_raw,
+            dataset=self.dataset,
+            data_files=self.data_files,
+            example_text=built.example_text,
+        )
+        for name, texts in built.windowed_texts.items():
             windows = len(self.datasets[name])
             rank_zero_info(
                 f"{name}: {texts:,} texts in {windows:,} windows of up to {self.effective_max_length} tokens"
             )
+
+    # What `setup` found, for the data room's own use (loaders, `stats`); other rooms read `contract`.
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase | None:
+        return self.contract.tokenizer if self.contract else None
+
+    @property
+    def label_spec(self) -> LabelSpec | None:
+        return self.contract.label_spec if self.contract else None
+
+    @property
+    def effective_max_length(self) -> int | None:
+        """`max_length` after `clamp_max_length`: what the splits were cut or windowed at."""
+        return self.contract.max_length if self.contract else None
 
     def check_sources(self) -> None:
         """Raise a clear error, before any download or tokenization, for names and files that cannot be loaded."""
@@ -195,7 +217,7 @@ class HFDataModule(LightningDataModule):
             check_dataset_source(self.dataset)
         check_files_exist(file_list(self.data_files) + ([self.predict_file] if self.predict_file else []))
 
-    def _build(self, stage: str) -> dict:
+    def _build(self, stage: str) -> BuiltData:
         self.check_sources()
         if self.streaming and stage == "fit":
             return build_streaming(self)
@@ -297,17 +319,18 @@ class HFDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
-        # Stored in every checkpoint, so an export after the fact knows the tokenizer and the labels.
+        # Stored in every checkpoint, so an export after the fact knows the tokenizer, the length and the labels:
+        # the schema is modules/runs/record.py's, and `max_length` the clamped length the run used.
         spec = self.label_spec
-        return {
-            "tokenizer_name_or_path": self.tokenizer_name_or_path,
-            "max_length": self.max_length,
-            "long_text": self.long_text,
-            "stride": self.stride,
-            "task": spec.task if spec else None,
-            "label_names": list(spec.names) if spec else None,
-            "global_batch_size": self._global_batch_size(),
-        }
+        return data_state(
+            tokenizer_name_or_path=self.tokenizer_name_or_path,
+            max_length=self.effective_max_length or self.max_length,
+            long_text=self.long_text,
+            stride=self.stride,
+            task=spec.task if spec else None,
+            label_names=list(spec.names) if spec else None,
+            global_batch_size=self._global_batch_size(),
+        )
 
     def load_state_dict(self, state_dict: dict) -> None:
         # The training loader's saved position counts batches: with another global batch size a resumed run takes

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from modules.data import arrow_rows
+from modules.data.contract import clamp_max_length
 from modules.data.labels import LabelSpec, encode_label, is_missing_label
 from modules.data.long_text import encode_windows
 from modules.data.sources import file_line
@@ -117,20 +118,12 @@ def _missing(value: object, spec: LabelSpec) -> bool:
 
 
 def effective_max_length(requested: int, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> int:
-    """`requested`, clamped (with a warning) to the longest input the tokenizer and the model accept."""
-    limits = []
-    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
-        limits.append(tokenizer.model_max_length)
-    for attribute in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, attribute, None)
-        if isinstance(value, int) and value > 0:
-            limits.append(value)
-            break
-    limit = min(limits) if limits else requested
-    if requested > limit:
+    """`requested`, clamped (with a warning) to the longest input the tokenizer and the model accept: the one rule,
+    `clamp_max_length`, which the export and the server apply too."""
+    limit = clamp_max_length(requested, config, tokenizer.model_max_length)
+    if limit < requested:
         rank_zero_warn(f"--data.max_length {requested} is longer than the model accepts; using {limit}.")
-        return limit
-    return requested
+    return limit
 
 
 def check_token_ids(

@@ -13,13 +13,14 @@ from modules.speedups import apply_for_inference
 
 
 class EvaluationSteps(LightningModule):
-    """Mixed into `TransformerModule`, which provides `forward`, `_loss`, `task` and the metrics (`_build_metrics`)."""
+    """Mixed into `TransformerModule`, which provides `forward`, `_loss`, `task`, the metrics (`_build_metrics`) and
+    `data_contract` (what the data told the model)."""
 
     _windows: list | None = None  # with --data.long_text chunk: (index, logits, labels) of evaluated windows
 
     def start_windows(self) -> None:
         """Collect window logits for per-document scores when the data is windowed (called with the metrics)."""
-        chunked = getattr(self.trainer.datamodule, "long_text", "truncate") == "chunk"
+        chunked = self.data_contract is not None and self.data_contract.long_text == "chunk"
         self._windows = [] if chunked else None
 
     def _eval_step(self, batch: dict[str, torch.Tensor], loss_metric: MeanMetric, metrics) -> None:

@@ -1,4 +1,10 @@
-"""TransformerModule: a Hugging Face sequence classifier with the loss, metrics and schedule of a careful fine-tune."""
+"""TransformerModule: a Hugging Face sequence classifier with the loss, metrics and schedule of a careful fine-tune.
+
+The data reaches the model at one point: `setup` reads the datamodule's frozen `DataContract`
+(`trainer.datamodule.contract`, modules/data/contract.py) and hands it to `connect`; everything after (the labels,
+the tokenizer's pad id, class weights, windowed evaluation, the prediction writer and the export) reads
+`self.data_contract`.
+"""
 
 from typing import Any, Literal
 
@@ -9,6 +15,7 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
 from modules import compat
+from modules.data.contract import DataContract
 from modules.data.labels import PROBLEM_TYPES, TASKS, LabelSpec
 from modules.errors import HFLightningError
 from modules.model import build
@@ -18,6 +25,7 @@ from modules.model.loss import class_weights, task_loss
 from modules.model.metrics import build_metrics, check_monitors
 from modules.model.optimization import clear_clip_factor, clip_gradients, configure_adamw
 from modules.model.train_loss import TrainLossLog
+from modules.runs.record import RunRecord
 from modules.speedups import apply_exact, apply_for_training, without_full_mask
 
 
@@ -63,16 +71,16 @@ class TransformerModule(EvaluationSteps, LightningModule):
                 `val_loss`/`test_loss` stay unweighted so runs with and without weights compare.
             threshold: Probability above which a label counts as predicted (multi-label metrics).
             compile: `torch.compile` the model (in place; checkpoint keys stay free of `_orig_mod.`). Meant for
-                GPU runs of many steps whose step is host-bound (bert-base at batch 32 kept an H100 ~1% busy): fewer,
-                fused kernels; length-varying batches trigger recompiles first. Not yet measured on a GPU here. On a
-                2-core CPU it did not pay off (MiniLM, bf16: 72 vs 89 samples/s, after ~3 minutes of compilation).
-            gradient_checkpointing: Recompute activations in the backward pass: ~30% slower steps, much less
-                memory, for large models or long inputs.
+                GPU runs of many steps whose step is host-bound: fewer, fused kernels; length-varying batches trigger
+                recompiles first, and compilation takes minutes. On a small CPU it did not pay off; measurements are
+                in benchmarks/README.md.
+            gradient_checkpointing: Recompute activations in the backward pass: slower steps, much less memory, for
+                large models or long inputs.
             fast_dropout: Training on CPU, draw dropout masks four elements per random number and run attention that
-                has dropout as two plain products in the autocast dtype (modules/speedups/dropout.py): steps ~1.2x
-                faster (MiniLM, bf16, 2 cores). Same dropout rate and expectation (p quantised to 1/65536); other
-                draws than torch's. No effect on GPUs (torch's fused dropout is fast there) or with `compile`. False
-                keeps torch's dropout and SDPA.
+                has dropout as two plain products in the autocast dtype (modules/speedups/dropout.py): faster steps
+                (benchmarks/README.md). Same dropout rate and expectation (p quantised to 1/65536); other draws than
+                torch's. No effect on GPUs (torch's fused dropout is fast there) or with `compile`. False keeps
+                torch's dropout and SDPA.
             nonfinite_loss: What a NaN/inf training loss does: `stop` ends the run with an error naming the step
                 (the checkpoints on disk stay as they were); `skip` drops that batch's update and goes on
                 (single process only: under DDP the other ranks would wait for it).
@@ -95,6 +103,7 @@ class TransformerModule(EvaluationSteps, LightningModule):
         check_lora_args(lora_r, lora_alpha, lora_dropout)
         self.save_hyperparameters()
         self.model: PreTrainedModel | None = None
+        self.data_contract: DataContract | None = None  # set by `connect`, from `setup`
         self._input_names: tuple[str, ...] = ()
         # The CLI sets this when `--ckpt_path` will overwrite the weights: then only the architecture is built.
         self.weights_from_checkpoint = False
@@ -110,11 +119,14 @@ class TransformerModule(EvaluationSteps, LightningModule):
         return TASKS.get(self.hparams.problem_type)
 
     # --------------------------------------------------------------------------------------------- building
+    def connect(self, contract: DataContract | None) -> None:
+        """Take what the data tells the model for this stage (None: a datamodule without a contract, so the
+        checkpoint's labels and no tokenizer)."""
+        self.data_contract = contract
+
     def label_spec(self) -> LabelSpec:
         """The task and label names: from the data when it has a train split, else from the checkpoint."""
-        trainer = compat.attached_trainer(self)
-        datamodule = getattr(trainer, "datamodule", None) if trainer else None
-        from_data = getattr(datamodule, "label_spec", None)
+        from_data = self.data_contract.label_spec if self.data_contract else None
         stored = self.task and self.hparams.label_names
         if from_data is not None and stored:
             if (from_data.task, list(from_data.names)) != (self.task, list(self.hparams.label_names)):
@@ -130,6 +142,8 @@ class TransformerModule(EvaluationSteps, LightningModule):
         raise HFLightningError("no labels: the data has no train split and no checkpoint gave label names.")
 
     def setup(self, stage: str) -> None:
+        # The one read of the data through the trainer (modules/data/contract.py).
+        self.connect(getattr(self.trainer.datamodule, "contract", None))
         spec = self.label_spec()
         self.hparams.problem_type, self.hparams.label_names = PROBLEM_TYPES[spec.task], list(spec.names)
         if stage == "fit":
@@ -146,7 +160,7 @@ class TransformerModule(EvaluationSteps, LightningModule):
 
     def _build(self, spec: LabelSpec, from_checkpoint: bool) -> tuple[PreTrainedModel, list[str]]:
         """The model, and the names of the modules `from_pretrained` initialized at random."""
-        tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        tokenizer = self.data_contract.tokenizer if self.data_contract else None
         # A full checkpoint has every weight: the architecture will do. LoRA checkpoints hold only the trained
         # tensors: the frozen rest comes from the pretrained weights.
         return build.from_name(
@@ -183,9 +197,8 @@ class TransformerModule(EvaluationSteps, LightningModule):
         fitting = self.trainer.state.fn == "fit"
         weights = None
         if fitting:
-            datamodule = self.trainer.datamodule
-            counts = getattr(datamodule, "label_counts", None)
-            rows = len(datamodule.datasets["train"]) if counts else 0
+            counts = self.data_contract.label_counts if self.data_contract else None
+            rows = self.data_contract.train_rows if counts else 0
             weights = class_weights(self.hparams.class_weights, spec, counts, rows)
         self.register_buffer("loss_weights", weights, persistent=False)
 
@@ -241,7 +254,7 @@ class TransformerModule(EvaluationSteps, LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        trained_r = checkpoint.get("hyper_parameters", {}).get("lora_r", 0)
+        trained_r = RunRecord.from_checkpoint(checkpoint).lora_r
         if trained_r != self.hparams.lora_r:  # the CLI takes it from the checkpoint; a hand-built module may not
             raise HFLightningError(
                 f"the checkpoint was trained with --model.lora_r {trained_r} but this run sets {self.hparams.lora_r}: "

@@ -21,12 +21,14 @@ from transformers import AutoTokenizer
 
 from modules.cli.plain_parser import PlainParser
 from modules.console.quiet import plain_output
+from modules.data.contract import clamp_max_length
 from modules.errors import HFLightningError
 from modules.model import trained_model
 from modules.model.lora import parameter_counts
 from modules.outputs.model_card import write_model_card
 from modules.outputs.onnx import INT8_FILE, export_onnx, require_onnxruntime
 from modules.runs.paths import load_checkpoint, log_folder
+from modules.runs.record import RunRecord
 
 
 def export_checkpoint(
@@ -34,25 +36,21 @@ def export_checkpoint(
 ) -> Path:
     """Write the Hugging Face model and tokenizer of a Lightning checkpoint to `output_dir`; returns it."""
     state = load_checkpoint(checkpoint_path)
+    record = RunRecord.from_checkpoint(state)
     model = trained_model(state)  # LoRA adapters merged in: a plain model that needs no peft to load
     output_dir = Path(output_dir)
-    data_state = state.get("HFDataModule", {})
-    if data_state.get("long_text") == "chunk":
-        # How the run read long texts, so `serve` windows them as `predict` does (modules/serve/api.py `describe`).
-        model.config.hf_lightning_long_text = "chunk"
-        model.config.hf_lightning_stride = data_state.get("stride")
-    model.save_pretrained(output_dir)
-    name = (
-        tokenizer_name_or_path
-        or data_state.get("tokenizer_name_or_path")
-        or state["hyper_parameters"]["model_name_or_path"]
-    )
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_name_or_path or record.tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if data_state.get("max_length"):
-        # The length the run was trained and evaluated at: `pipeline(..., truncation=True)` and `serve` cut there too.
-        tokenizer.model_max_length = min(data_state["max_length"], tokenizer.model_max_length)
+    if record.max_length:
+        # The length the run was trained and evaluated at, clamped by the one rule (a checkpoint of an earlier
+        # version may hold the length asked for): `pipeline(..., truncation=True)` and `serve` cut there too.
+        tokenizer.model_max_length = clamp_max_length(record.max_length, model.config, tokenizer.model_max_length)
+    if record.long_text == "chunk":
+        # How the run read long texts, so `serve` windows them as `predict` does (modules/serve/api.py `describe`).
+        model.config.hf_lightning_long_text = "chunk"
+        model.config.hf_lightning_stride = record.stride
+    model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     # Some writers create files 0600 (temporary file, then rename); the export is for sharing: the user's umask.
     umask = os.umask(0)
@@ -106,13 +104,13 @@ class HFExport(Callback):
         run_dir = log_folder(trainer)  # on every rank: a collective
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
-            datamodule = trainer.datamodule
+            contract = pl_module.data_contract  # what the data told the model (modules/data/contract.py)
             trainable, total = getattr(pl_module, "parameter_counts", None) or parameter_counts(pl_module)
             summary = {
                 "base_model": pl_module.hparams.model_name_or_path,
-                "dataset": datamodule.dataset,
-                "data_files": datamodule.data_files,
-                "example_text": datamodule.example_text,
+                "dataset": contract.dataset,
+                "data_files": contract.data_files,
+                "example_text": contract.example_text,
                 "best_checkpoint": checkpoint,
                 "monitor": callback.monitor if callback else None,
                 "best_score": float(callback.best_model_score)
@@ -128,7 +126,7 @@ class HFExport(Callback):
             }
             (run_dir / "fit_summary.json").write_text(json.dumps(summary, indent=2, default=str))
             if self.enabled and checkpoint and not trainer.interrupted:
-                output_dir = export_checkpoint(checkpoint, run_dir / self.dirname, datamodule.tokenizer_name_or_path)
+                output_dir = export_checkpoint(checkpoint, run_dir / self.dirname, contract.tokenizer_name_or_path)
                 write_model_card(output_dir, run_dir)
                 print(f"Exported {checkpoint} in Hugging Face format to {output_dir}")
                 if self.onnx:

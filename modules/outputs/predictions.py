@@ -40,7 +40,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         multi_label = TASKS[pl_module.hparams.problem_type] == "multi_label"
-        self._windows = WindowTotals(len(trainer.datamodule.predict_raw), multi_label)
+        self._windows = WindowTotals(len(pl_module.data_contract.predict_raw), multi_label)
 
     def write_on_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, prediction: dict, batch_indices, batch, batch_idx: int,
@@ -65,10 +65,10 @@ class PredictionWriter(BasePredictionWriter):
         windows.totals, windows.counts = logits, counts
         if not trainer.is_global_zero:
             return
-        raw = trainer.datamodule.predict_raw
+        raw = pl_module.data_contract.predict_raw
         if not bool((counts > 0).all()):
             raise RuntimeError(f"predictions cover {int((counts > 0).sum())} of {len(raw)} rows: some are missing.")
-        if getattr(trainer.datamodule, "long_text", "truncate") != "chunk" and len(counts) and int(counts.max()) > 1:
+        if pl_module.data_contract.long_text != "chunk" and len(counts) and int(counts.max()) > 1:
             raise RuntimeError("some rows were predicted more than once")
         values = task_outputs(task, windows.logits())  # a row's windows' mean (max for multi-label); one: itself
         path = Path(self.output_path or default_path)

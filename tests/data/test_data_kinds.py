@@ -5,12 +5,16 @@ import random
 
 import pandas as pd
 import pytest
+import torch
+from transformers import AutoTokenizer
 
 from helpers import read_metrics, run_dir, write_base_config
 from modules.cli.app import cli_main
 from modules.data import HFDataModule
 from modules.data.demo import NEGATIVE, NEUTRAL, POSITIVE
 from modules.errors import HFLightningError
+from modules.runs.record import RunRecord
+from modules.serve.api import describe
 
 pytestmark = pytest.mark.e2e  # trains end to end: `make test-fast` skips it
 
@@ -222,9 +226,17 @@ def test_invalid_rows_dropped_with_count_or_rejected(tmp_path, tiny_model, revie
 
 
 def test_max_length_clamped_to_model(tmp_path, tiny_model, reviews_dir):
-    base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1})
+    base = write_base_config(
+        tmp_path, tiny_model, data={"dataset": str(reviews_dir)}, trainer={"max_epochs": 1}, export={"enabled": True}
+    )
     with pytest.warns(UserWarning, match=r"--data.max_length 4096 is longer than the model accepts; using 128"):
         cli_main(["fit", "--config", str(base), "--data.max_length", "4096"])
+    # One rule, and the clamped length is what the checkpoint saves, the export writes and serve reads.
+    checkpoint = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert RunRecord.from_checkpoint(checkpoint).max_length == 128
+    exported = run_dir(tmp_path) / "hf_model"
+    assert AutoTokenizer.from_pretrained(exported).model_max_length == 128
+    assert describe(exported, None)["max_length"] == describe(exported, 4096)["max_length"] == 128
 
 
 def test_folder_of_files_and_validation_carved(tmp_path, tiny_model, review_rows):
