@@ -85,7 +85,7 @@ class TransformerModule(EvaluationSteps, LightningModule):
                 (the checkpoints on disk stay as they were); `skip` drops that batch's update and goes on
                 (single process only: under DDP the other ranks would wait for it).
             lora_r: LoRA rank. 0 fine-tunes every weight. 8 or 16 freezes the model and trains low-rank adapters on
-                `lora_target_modules` plus the classification head (~1% of a base model's parameters); checkpoints
+                `lora_target_modules` plus the classification head (the run prints how many parameters); checkpoints
                 then hold only those (reloading needs `model_name_or_path`), the Hugging Face export has the adapters
                 merged in, and learning rates around 5e-4 suit. Needs `pip install hf-lightning[lora]` (peft).
             lora_alpha: LoRA scale numerator: the adapters' output is scaled by lora_alpha / lora_r (2 x r is common).
