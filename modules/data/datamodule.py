@@ -84,7 +84,7 @@ class HFDataModule(LightningDataModule):
                 `--model.model_name_or_path` by the CLI.
             tokenizer_name_or_path: A different tokenizer to load; None follows `model_name_or_path`.
             max_length: Longest tokenized input; longer inputs are truncated (pairs: longest first). Clamped to what
-                the model accepts.
+                the model and its tokenizer accept; checkpoints and the export keep the clamped length.
             batch_size: Training rows per batch on each process.
             eval_batch_size: Rows per batch for validation, test and predict; None uses `batch_size`.
             num_workers: DataLoader worker processes.
