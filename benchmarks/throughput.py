@@ -122,7 +122,8 @@ def run_ours(
             + ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
             + ["--export.enabled", "false", "--trainer.accelerator", "auto" if cuda else "cpu"]
             + ["--trainer.devices", "1", "--trainer.default_root_dir", root_dir, "--seed_everything", "0"]
-            + ["--trainer.callbacks+=throughput.StepTimer"]
+            # A list of its own: the default one holds a checkpoint callback, which enable_checkpointing=false refuses.
+            + ['--trainer.callbacks=[{"class_path": "throughput.StepTimer"}]']
         )
     timer = next(c for c in cli.trainer.callbacks if isinstance(c, throughput.StepTimer))
     return timer.steps
