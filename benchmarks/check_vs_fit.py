@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,8 @@ class EpochTimer(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         print(f"EPOCH_SECONDS {trainer.current_epoch} {time.perf_counter() - self._start:.1f}", flush=True)
+        if pl_module.device.type == "cuda":  # what `check` measures there: torch.cuda.max_memory_allocated
+            print(f"CUDA_PEAK_BYTES {torch.cuda.max_memory_allocated(pl_module.device)}", flush=True)
 
 
 def main(flags: list[str]) -> None:
@@ -55,6 +58,10 @@ def main(flags: list[str]) -> None:
     print(f"fit:   epoch seconds {fit_epoch}  max RSS bytes {fit_rss}")
     epoch_ratio, memory_ratio = report["epoch_seconds"] / fit_epoch, report["peak_memory_bytes"] / fit_rss
     print(f"check/fit: epoch {epoch_ratio:.3f}  memory {memory_ratio:.3f}")
+    cuda = re.search(r"CUDA_PEAK_BYTES (\d+)", fit.stdout)
+    if cuda:  # on a GPU check's peak is the GPU's, so the ratio that counts is this one, not the RSS one above
+        cuda_ratio = report["peak_memory_bytes"] / int(cuda.group(1))
+        print(f"fit:   CUDA peak allocated bytes {cuda.group(1)}  check/fit memory (CUDA) {cuda_ratio:.3f}")
 
 
 if __name__ == "__main__":
