@@ -2,10 +2,15 @@
 
 import subprocess
 import sys
+from dataclasses import FrozenInstanceError
 
+import pytest
 from transformers import BertConfig, GPT2Config
 
-from modules.data.contract import FALLBACK_MAX_LENGTH, clamp_max_length, model_length_limit
+from modules.data.contract import FALLBACK_MAX_LENGTH, DataContract, clamp_max_length, model_length_limit
+from modules.data.labels import LabelSpec
+from modules.errors import HFLightningError
+from modules.model import TransformerModule
 
 
 def test_model_length_limit_reads_either_name_and_dicts():
@@ -45,3 +50,18 @@ def test_contract_file_is_light():
     # another matter, engineered separately).
     out = subprocess.run([sys.executable, "-c", LOAD_FILE_ALONE], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "64 []"
+
+
+def _contract(spec: LabelSpec | None) -> DataContract:
+    return DataContract(label_spec=spec, tokenizer=None, tokenizer_name_or_path="tok", max_length=8)
+
+
+def test_the_model_reads_labels_from_the_contract_it_was_handed():
+    module = TransformerModule(problem_type="single_label_classification", label_names=["neg", "pos"])
+    module.connect(_contract(LabelSpec("single_label", ("neg", "neutral", "pos"))))
+    with pytest.raises(HFLightningError, match=r"data gives single_label with labels \['neg', 'neutral', 'pos'\]"):
+        module.label_spec()
+    module.connect(_contract(None))  # no train split: the checkpoint's labels
+    assert module.label_spec() == LabelSpec("single_label", ("neg", "pos"))
+    with pytest.raises(FrozenInstanceError):
+        module.data_contract.max_length = 16
