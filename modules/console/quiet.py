@@ -102,6 +102,11 @@ def quiet_library_noise() -> None:
         message=r"Argument ``heartbeat_interval`` is an experimental|optuna\.storages\._heartbeat\.fail_stale_trials ",
         module=r"optuna|modules\.tune",
     )
+    # Regression's Spearman correlation keeps each evaluation's predictions to rank them (a float per row): the
+    # metric the run reports, not something the user can change.
+    warnings.filterwarnings(
+        "ignore", message=r"Metric `SpearmanCorrcoef` will save all targets and predictions", module=r"torchmetrics"
+    )
     # bf16/16-mixed: the summary's size estimate assumes 32-bit weights, which is what mixed precision keeps.
     warnings.filterwarnings(
         "ignore",

@@ -99,9 +99,14 @@ def test_load_report_of_only_a_new_head_is_one_line_others_stay_whole(tmp_path, 
             "change in the future.",
             "modules.tune.command",
         ),
+        (
+            "Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer. For large datasets, this "
+            "may lead to large memory footprint.",
+            "torchmetrics.utilities.prints",
+        ),
     ],
 )
-def test_notes_on_what_the_door_and_tuner_do_on_purpose_are_dropped_elsewhere_kept(message, module):
+def test_notes_on_what_we_do_on_purpose_are_dropped_elsewhere_kept(message, module):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_library_noise()
