@@ -235,7 +235,7 @@ def test_help_opens_with_what_the_tool_does_and_examples(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].startswith("Fine-tune a Hugging Face transformer for text classification")
     examples = [line for line in lines[:13] if line.startswith("  python main.py ")]
-    assert [line.split()[2] for line in examples] == ["check", "fit", "test", "predict"]
+    assert [line.split()[2] for line in examples] == ["check", "fit", "test", "predict", "serve"]
 
 
 @pytest.mark.e2e
