@@ -1,6 +1,7 @@
-"""`python -m modules.serve MODEL_DIR`: serve an `hf_model/` export (or a `.ckpt`) on LitServe.
+"""`python main.py serve MODEL_DIR`: serve an `hf_model/` export (or a `.ckpt`) on LitServe.
 
 POST /predict  {"inputs": ["text", ...], "top_k": 1}   -> {"predictions": [{"label": ..., "score": ...}, ...]}
+POST /predict  {"inputs": "text", "parameters": {}}    -> [[{"label": ..., "score": ...}, ...]]  (Hugging Face's)
 GET  /health   "ok" once the model is loaded;   GET /info   model, task, labels, max_length, server settings
 """
 
@@ -8,18 +9,21 @@ import argparse
 import os
 import signal
 import sys
+from typing import NoReturn
 
+from modules.cli.plain_parser import PlainParser
 from modules.errors import HFLightningError
 
 DTYPES = {"32-true": "float32", "bf16-true": "bfloat16", "16-true": "float16"}  # --precision -> torch dtype name
-# CPU workers by default: one per core (each with its own torch threads, none waiting at another's barriers: on 2 cores
-# with 8 or 32 clients two 1-thread workers answered ~1.16x the rows/s of one 2-thread worker, benchmarks/README.md),
-# at most this many model copies in memory.
+# CPU workers by default: one per core, each with its own torch threads, none waiting at another's barriers (it
+# answered more rows/s than one worker with every thread: benchmarks/README.md), at most this many model copies.
 MOST_CPU_WORKERS = 4
+API_KEY_VARIABLE = "HF_LIGHTNING_API_KEY"
+_SERVER_PID: int | None = None  # the process `main` runs in; its forks inherit `_interrupt`
 
 
 def parse(args: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m modules.serve", description=__doc__.splitlines()[0])
+    parser = PlainParser("serve", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="an hf_model/ export folder, or a Lightning .ckpt (exported first)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
@@ -62,6 +66,11 @@ def parse(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per CPU worker; default: cores / workers"
     )
+    parser.add_argument(
+        "--api_key", default=os.environ.get(API_KEY_VARIABLE) or None,
+        help="require `Authorization: Bearer KEY` on every request but GET /health (401 without it); default "
+        f"${API_KEY_VARIABLE}, which keeps the key out of the process list",
+    )  # fmt: skip
     options = parser.parse_args(args)
     if options.backend != "torch" and options.accelerator not in ("auto", "cpu"):
         parser.error(f"--backend {options.backend} runs on the CPU: drop --accelerator {options.accelerator}")
@@ -94,15 +103,15 @@ def main(args: list[str] | None = None) -> None:
     try:
         import litserve as ls
     except ImportError:
-        sys.exit("error: serving needs LitServe: pip install -e '.[serve]'")
+        _fail("serving needs LitServe: pip install -e '.[serve]'")
     from modules.serve.api import ClassifierAPI, describe, model_folder
-    from modules.serve.limits import Limits, RequestLimits
+    from modules.serve.limits import ApiKey, Limits, RequestLimits
 
     try:
         folder = model_folder(options.model, options.backend)
         info = describe(folder, options.max_length, options.long_text, options.stride) | {"backend": options.backend}
     except (HFLightningError, ImportError, OSError, ValueError) as error:
-        sys.exit(f"error: {error}")
+        _fail(str(error))
     device = device_type(options.accelerator, options.backend)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = options.workers_per_device or (min(cores, MOST_CPU_WORKERS) if device == "cpu" else 1)
@@ -126,18 +135,23 @@ def main(args: list[str] | None = None) -> None:
         batch_timeout=options.batch_timeout,
     )
     limits = Limits(options.max_body_bytes, options.max_inputs, options.max_chars)
+    middlewares = [(RequestLimits, {"limits": limits})]
+    if options.api_key:  # listed last, so outermost: a request without the key is refused before its body is read
+        middlewares.append((ApiKey, {"key": options.api_key}))
     server = ls.LitServer(
         api,
         accelerator=device,
         workers_per_device=workers,
         timeout=options.timeout,
-        model_metadata=info,
-        middlewares=[(RequestLimits, {"limits": limits})],
+        model_metadata=info | {"api_key": bool(options.api_key)},
+        middlewares=middlewares,
         fast_queue=options.fast_queue,
     )
     # SIGTERM (a scheduler's or a container's stop) takes LitServe's Ctrl-C path: the HTTP server stops accepting,
     # answers what is in flight, then the workers stop. Its default action would kill this process alone and leave
     # the HTTP server and workers running, holding the port.
+    global _SERVER_PID
+    _SERVER_PID = os.getpid()
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"Serving {info['model']} ({info['task']}, labels {info['labels']}) on http://{options.host}:{options.port}")
     try:
@@ -147,7 +161,19 @@ def main(args: list[str] | None = None) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    """SIGTERM in the server's own process: LitServe's Ctrl-C path. In a process forked from it (the HTTP server),
+    which inherits this handler and whose uvicorn re-raises the SIGTERM it stopped on once it has drained: a clean
+    exit. A KeyboardInterrupt there printed a traceback; dying of the signal skipped multiprocessing's finalizers,
+    and the resource tracker then warned of leaked semaphores."""
+    if os.getpid() == _SERVER_PID:
+        raise KeyboardInterrupt
+    sys.exit(0)
+
+
+def _fail(message: str) -> NoReturn:
+    """What cannot be served, in one line, with exit status 2 as for a bad option."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(2)
 
 
 def _reap_children(grace: float = 10.0) -> None:

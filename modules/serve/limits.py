@@ -3,18 +3,25 @@
 LitServe decodes the requests of a batch together in its worker, so one malformed request raising there would fail
 every request batched with it. This ASGI middleware reads the body of `POST /predict` (refusing an oversized one
 before it is read whole), parses and checks it, and answers 4xx with a one-line JSON error; only valid bodies go on.
+`ApiKey`, in front of it when `--api_key` is set, answers 401 to any request but the health check without the key.
+
+Two request shapes are accepted (docs/serve.md): the server's own `{"inputs": [...], "top_k": 1}`, and Hugging
+Face's `{"inputs": ..., "parameters": {"top_k": ..., "function_to_apply": ...}}` (what `InferenceClient` sends). A
+request with `parameters` is answered in Hugging Face's shape (`request_options`).
 """
 
+import hmac
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 Scope = dict[str, Any]
+FUNCTIONS = ("sigmoid", "softmax", "none")  # Hugging Face's `function_to_apply` values
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-request limits; each is a `python -m modules.serve` option."""
+    """Per-request limits; each is a `main.py serve` option."""
 
     max_body_bytes: int = 1 << 20
     max_inputs: int = 64
@@ -35,9 +42,16 @@ def check_payload(body: bytes, limits: Limits) -> dict:
         raise RequestError(400, f"the body is not JSON: {error}") from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise RequestError(422, 'expected a JSON object {"inputs": ["text", ...]}')
-    unknown = set(payload) - {"inputs", "top_k"}
+    hugging_face = "parameters" in payload
+    unknown = set(payload) - ({"inputs", "parameters"} if hugging_face else {"inputs", "top_k"})
+    if unknown and hugging_face:
+        raise RequestError(
+            422, f"unknown field(s) {sorted(unknown)}: with `parameters` (Hugging Face's shape) `top_k` goes inside it"
+        )
     if unknown:
-        raise RequestError(422, f"unknown field(s) {sorted(unknown)}: expected `inputs` and optionally `top_k`")
+        raise RequestError(
+            422, f"unknown field(s) {sorted(unknown)}: expected `inputs` and optionally `top_k` (or `parameters`)"
+        )
     inputs = payload["inputs"]
     if isinstance(inputs, str):
         inputs = payload["inputs"] = [inputs]  # one text without the list around it (a pair always goes in a list)
@@ -57,10 +71,43 @@ def check_payload(body: bytes, limits: Limits) -> dict:
                 raise RequestError(
                     413, f"inputs[{i}] has {len(text)} characters; the limit is {limits.max_chars} (--max_chars)"
                 )
-    top_k = payload.get("top_k", 1)
+    top_k = _checked_parameters(payload["parameters"]) if hugging_face else payload.get("top_k", 1)
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise RequestError(422, "`top_k` must be a positive integer, or null for every label's score")
     return payload
+
+
+def _checked_parameters(parameters: object) -> object:
+    """Hugging Face's `parameters` checked; returns its `top_k`."""
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise RequestError(422, "`parameters` must be a JSON object")
+    unknown = set(parameters) - {"top_k", "function_to_apply"}
+    if unknown:
+        raise RequestError(422, f"unknown parameter(s) {sorted(unknown)}: expected `top_k` and `function_to_apply`")
+    if parameters.get("function_to_apply") not in (None, *FUNCTIONS):
+        raise RequestError(422, f"`function_to_apply` must be one of {', '.join(FUNCTIONS)}")
+    return parameters.get("top_k")
+
+
+class Options(NamedTuple):
+    """What one checked request asks for."""
+
+    inputs: list  # texts and pairs
+    top_k: int | None  # labels per answer; None: every label
+    function_to_apply: str | None  # None: the task's own (softmax, sigmoid, or the value for regression)
+    hugging_face: bool  # answer in Hugging Face's shape
+
+
+def request_options(payload: dict) -> Options:
+    """The options of a payload `check_payload` passed. With `parameters` (Hugging Face's shape) the answer is a list
+    of `{"label", "score"}` per input, every label unless `top_k`; without, the server's own, the top label."""
+    inputs = [payload["inputs"]] if isinstance(payload["inputs"], str) else payload["inputs"]
+    if "parameters" in payload:
+        parameters = payload["parameters"] or {}
+        return Options(inputs, parameters.get("top_k"), parameters.get("function_to_apply"), True)
+    return Options(inputs, payload.get("top_k", 1), None, False)
 
 
 def is_pair(item: object) -> bool:
@@ -117,8 +164,25 @@ class RequestLimits:
                 return b"".join(chunks)
 
 
-async def _json_error(send: Any, status: int, message: str) -> None:
+class ApiKey:
+    """ASGI middleware: every HTTP request but `open_paths` (the health check, for load balancers) must carry
+    `Authorization: Bearer <key>`; others get 401 before anything else reads them."""
+
+    def __init__(self, app: Any, key: str, open_paths: tuple[str, ...] = ("/health",)) -> None:
+        self.app, self.key, self.open_paths = app, key.encode(), open_paths
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+            scheme, _, token = dict(scope.get("headers") or []).get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+                message = "this server needs an API key: send the header `Authorization: Bearer KEY`"
+                await _json_error(send, 401, message, [(b"www-authenticate", b"Bearer")])
+                return
+        await self.app(scope, receive, send)
+
+
+async def _json_error(send: Any, status: int, message: str, headers: list | None = None) -> None:
     body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
