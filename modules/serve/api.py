@@ -1,4 +1,8 @@
-"""The LitServe API: an exported classifier, dynamic batches sorted by length, answers in input order."""
+"""The LitServe API: an exported classifier, dynamic batches sorted by length, answers in input order.
+
+Light on purpose: neither this module nor what a worker's `setup` imports loads Lightning, datasets or torchmetrics
+(tests/serve/test_light.py); only serving a `.ckpt` imports the training stack, to export it first.
+"""
 
 import tempfile
 from pathlib import Path
@@ -8,12 +12,14 @@ import litserve as ls
 import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
-from modules.data.labels import TASKS
 from modules.data.long_text import aggregate_windows, encode_windows, window_stride
+from modules.data.tasks import TASKS
 from modules.errors import HFLightningError
 from modules.model.loss import task_outputs
-from modules.serve.limits import is_pair
+from modules.outputs.answers import Prediction
+from modules.serve.limits import Options, is_pair, request_options
 from modules.speedups import apply_exact, apply_for_inference, without_full_mask
 
 
@@ -21,6 +27,8 @@ def model_folder(path: str | Path, backend: str = "torch") -> Path:
     """An `hf_model/` export as is; a Lightning checkpoint exported to a temporary folder first (with its ONNX
     files when `backend` is onnx or onnx-int8). Fails here, before any worker starts, on what cannot be served."""
     path = Path(path).expanduser()
+    if not path.exists():
+        raise HFLightningError(f"{path} does not exist: serve a run's `hf_model/` folder or one of its checkpoints")
     quantized = backend == "onnx-int8"
     if backend != "torch":
         from modules.outputs.onnx import INT8_FILE, ONNX_FILE, export_onnx, how_to_export, require_onnxruntime
@@ -66,8 +74,8 @@ def describe(folder: Path, max_length: int | None, long_text: str | None = None,
 
 
 # What one more forward pass costs, in padded tokens: its fixed costs (per-layer kernel launches, smaller matmuls).
-# CPU: measured on MiniLM with 2 cores (benchmarks/README.md, "Serving under load"). GPUs pad almost for free and
-# pay ~10 us per kernel launch, so a pass there is worth thousands of tokens (not measured here: no GPU was at hand).
+# CPU: measured on MiniLM (benchmarks/README.md, "Serving under load"). GPUs pad almost for free and pay a launch
+# per kernel, so a pass there is worth far more tokens (a guess, not measured: no GPU was at hand).
 PASS_OVERHEAD_TOKENS = {"cpu": 128, "accelerator": 4096}
 
 
@@ -88,7 +96,8 @@ def plan_passes(lengths: list[int], most_rows: int, overhead: int) -> list[slice
 
 
 class ClassifierAPI(ls.LitAPI):
-    """Requests are checked before they are queued (`limits`); here every request is a valid `{"inputs": [...]}`."""
+    """Requests are checked before they are queued (`limits`); here every request is valid, in the server's shape or
+    Hugging Face's (`limits.request_options` reads either)."""
 
     def __init__(
         self,
@@ -109,6 +118,9 @@ class ClassifierAPI(ls.LitAPI):
         if device == "cpu":
             torch.set_num_threads(self.threads)
         self.device = device
+        # No "Loading weights" bar per worker in the server's log: its tqdm lock is also a named semaphore, which a
+        # worker stopped by SIGTERM leaves for the resource tracker to warn about.
+        hf_logging.disable_progress_bar()
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         if self.backend == "torch":
             model = AutoModelForSequenceClassification.from_pretrained(self.folder)
@@ -122,8 +134,7 @@ class ClassifierAPI(ls.LitAPI):
             self.model = OnnxLogits(self.folder, quantized=self.backend == "onnx-int8", threads=self.threads)
 
     def decode_request(self, request):  # noqa: ANN001, ANN201 (no annotation: LitServe passes the parsed JSON)
-        inputs = request["inputs"]
-        return ([inputs] if isinstance(inputs, str) else inputs), request.get("top_k", 1)
+        return request_options(request)
 
     def batch(self, requests: list) -> list:
         return requests
@@ -131,25 +142,28 @@ class ClassifierAPI(ls.LitAPI):
     def unbatch(self, outputs: list) -> list:
         return outputs
 
+    @torch.inference_mode()
     def predict(self, requests: Any) -> list:
         batched = self.max_batch_size > 1
-        requests = requests if batched else [requests]
-        items = [(r, i, item) for r, (inputs, _) in enumerate(requests) for i, item in enumerate(inputs)]
-        scores: dict[tuple[int, int], list[float] | float] = {}
+        requests: list[Options] = requests if batched else [requests]
+        items = [(r, i, item) for r, request in enumerate(requests) for i, item in enumerate(request.inputs)]
+        values: dict[tuple[int, int], list[float] | float] = {}
         for pairs in (False, True):
             group = [(r, i, item) for r, i, item in items if is_pair(item) == pairs]
-            if group:
-                values = self._scores([item for _, _, item in group], pairs)
-                scores.update({(r, i): value for (r, i, _), value in zip(group, values)})
-        answers = [
-            [self._answer(scores[(r, i)], top_k) for i in range(len(inputs))]
-            for r, (inputs, top_k) in enumerate(requests)
-        ]
+            if not group:
+                continue
+            logits = self._logits_of([item for _, _, item in group], pairs)
+            for function in {requests[r].function_to_apply for r, _, _ in group}:
+                outputs = self._outputs(logits, function).cpu().tolist()
+                values.update(
+                    {(r, i): v for (r, i, _), v in zip(group, outputs) if requests[r].function_to_apply == function}
+                )
+        answers = [self._answer(request, [values[(r, i)] for i in range(len(request.inputs))])
+                   for r, request in enumerate(requests)]  # fmt: skip
         return answers if batched else answers[0]
 
-    @torch.inference_mode()
-    def _scores(self, items: list, pairs: bool) -> list:
-        """Task outputs of `items` (texts, or pairs when `pairs`), in their order."""
+    def _logits_of(self, items: list, pairs: bool) -> torch.Tensor:
+        """One row of logits per item of `items` (texts, or pairs when `pairs`), in their order."""
         first = [item[0] for item in items] if pairs else items
         second = [item[1] for item in items] if pairs else None
         max_length = self.info["max_length"]
@@ -161,7 +175,16 @@ class ClassifierAPI(ls.LitAPI):
             document = torch.tensor(encoded.pop("document"))
             logits = self._logits_in_passes(encoded)
             logits = aggregate_windows(logits, document, multi_label=self.info["task"] == "multi_label")
-        return task_outputs(self.info["task"], logits).cpu().tolist()
+        return logits
+
+    def _outputs(self, logits: torch.Tensor, function: str | None) -> torch.Tensor:
+        """The task's outputs, as `predict` writes them; or Hugging Face's `function_to_apply` on the logits."""
+        if function is None:
+            return task_outputs(self.info["task"], logits)
+        logits = logits.float()
+        if function == "softmax":
+            return torch.softmax(logits, dim=-1)
+        return logits.sigmoid() if function == "sigmoid" else logits  # "none": the logits themselves
 
     def _logits_in_passes(self, encoded: dict) -> torch.Tensor:
         """Logits of unpadded token rows, in their order: the rows are sorted by length and cut into forward passes
@@ -185,19 +208,13 @@ class ClassifierAPI(ls.LitAPI):
         inputs = {k: torch.tensor(v, device=self.device) for k, v in encoded.items()}
         return self.model(**without_full_mask(inputs)).logits  # as in `predict`
 
-    def _answer(self, value: list[float] | float, top_k: int | None) -> dict | list:
-        task, names = self.info["task"], self.info["labels"]
-        if task == "regression":
-            return {"score": value}
-        if task == "multi_label":
-            return {
-                "labels": [n for n, p in zip(names, value) if p > self.threshold],
-                "scores": dict(zip(names, value)),
-            }
-        ranked = sorted(zip(names, value), key=lambda pair: -pair[1])
-        if top_k == 1:
-            return {"label": ranked[0][0], "score": ranked[0][1]}
-        return [{"label": n, "score": p} for n, p in ranked[:top_k]]
+    def _answer(self, request: Options, values: list) -> dict | list:
+        """One request's answer from its inputs' `values` (modules/outputs/answers.py, as `predict`'s rows): Hugging
+        Face's list of `{"label", "score"}` lists, or the server's own `{"predictions": [...]}`."""
+        predictions = [Prediction(self.info["task"], self.info["labels"], v, self.threshold) for v in values]
+        if request.hugging_face:
+            return [p.hugging_face(request.top_k) for p in predictions]
+        return {"predictions": [p.answer(request.top_k) for p in predictions]}
 
-    def encode_response(self, output: list) -> dict:
-        return {"predictions": output}
+    def encode_response(self, output: dict | list) -> dict | list:
+        return output
