@@ -152,6 +152,8 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--quantize", action="store_true", help="also write model.int8.onnx (needs --onnx)")
     parsed = parser.parse_args(args)
     source = Path(parsed.checkpoint)
+    if not source.exists():
+        parser.error(f"{source} does not exist: pass a checkpoint (.ckpt) or an hf_model/ export folder")
     if parsed.quantize and not parsed.onnx:
         parser.error("--quantize quantizes the ONNX export: add --onnx")
     if source.is_dir() and (not parsed.onnx or parsed.output_dir or parsed.tokenizer):

@@ -41,14 +41,19 @@ def test_unknown_command_is_one_error_line(capsys):
         (["tune", "--config", "x.yaml"], "the following arguments are required: --search, --n_trials, --study_name"),
         (["tune", "--config", "x.yaml", "--search", "s.yaml", "--n_trials", "0", "--study_name", "s"], None),
         (["export", "x.ckpt", "out", "--quantise"], "unrecognized arguments: --quantise (did you mean --quantize?)"),
-        (["export", "x.ckpt", "out", "--quantize"], "--quantize quantizes the ONNX export: add --onnx"),
-        (["export", "no/such.ckpt"], "name the folder to export no/such.ckpt to: `export CHECKPOINT OUTPUT_DIR`"),
-        (["export", "no/such.ckpt", "out"], "checkpoint no/such.ckpt does not exist: check --ckpt_path."),
+        (
+            ["export", "no/such.ckpt", "out"],
+            "no/such.ckpt does not exist: pass a checkpoint (.ckpt) or an hf_model/ export folder",
+        ),
+        (["export", "last.ckpt", "out", "--quantize"], "--quantize quantizes the ONNX export: add --onnx"),
+        (["export", "last.ckpt"], "name the folder to export last.ckpt to: `export CHECKPOINT OUTPUT_DIR`"),
+        (["export", "last.ckpt", "out"], "checkpoint last.ckpt is corrupt or not a checkpoint"),
         (["demo", "out", "extra"], "unrecognized arguments: extra"),
     ],
 )
 def test_bad_input_of_a_plain_command_is_one_error_line(argv, first_line, capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # nothing may be written, and nothing is
+    monkeypatch.chdir(tmp_path)  # a bad command writes nothing: only the file made here stays
+    (tmp_path / "last.ckpt").write_text("not a checkpoint")
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
@@ -56,8 +61,9 @@ def test_bad_input_of_a_plain_command_is_one_error_line(argv, first_line, capsys
     if first_line is None:  # an error the command finds after parsing, before any work
         assert len(err) == 1 and err[0].startswith("error: --n_trials must be >= 1")
     else:
-        assert err == [f"error: {first_line}", f"(`main.py {argv[0]} --help` lists the options)"]
-    assert not list(tmp_path.iterdir())
+        assert len(err) == 2 and err[0].startswith(f"error: {first_line}")
+        assert err[1] == f"(`main.py {argv[0]} --help` lists the options)"
+    assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"]
 
 
 def test_export_adds_onnx_files_to_an_export_folder(tiny_model, tmp_path, capsys):
