@@ -44,7 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "modules.serve.command:main",
     ),
     "export": (
-        "Export a checkpoint as a Hugging Face model folder, optionally ONNX and int8 ONNX.",
+        "A checkpoint to a Hugging Face model folder (--onnx, --quantize: also ONNX), or ONNX for an hf_model/.",
         "modules.outputs.export:main",
     ),
     "demo": (
