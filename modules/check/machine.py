@@ -1,13 +1,19 @@
-"""Does this machine run the precision a run asks for natively? The probe, and the guard that warns at start when a
-16-bit precision would be emulated (bf16 on a CPU without AMX or AVX512-BF16 trains tens of times slower than fp32)."""
+"""Does this machine run the precision a run asks for natively? The probe, and the message that warns when a 16-bit
+precision would be emulated (bf16 on a CPU without AMX or AVX512-BF16 runs far slower than fp32).
+
+Light on purpose (torch only): the server warns with `precision_warning` too. The Lightning callback that warns at
+the start of fit/validate/test/predict is `PrecisionGuard` (modules/check/precision_guard.py).
+"""
 
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
 
 
 def cpu_flags() -> set[str]:
@@ -76,7 +82,7 @@ def matmul_slowdown(kind: str, size: int = 256) -> float:
     return seconds(dtype) / max(seconds(torch.float32), 1e-9)
 
 
-def machine_report(trainer: Trainer) -> dict:
+def machine_report(trainer: "Trainer") -> dict:
     """Device, precision asked for, whether it is native, CPU model and ISA or GPU name, for `check`'s report."""
     device = trainer.strategy.root_device
     precision = str(trainer.precision)
@@ -111,12 +117,3 @@ def precision_warning(
         f"{flag} {precision}: {hardware}, so {kind} is emulated ({slowdown}); {work} will be far slower than needed. "
         f"Use {flag} 32-true (docs/check.md lists the hardware with native bf16)."
     )
-
-
-class PrecisionGuard(Callback):
-    """One warning at the start of fit/validate/test/predict when the precision asked for is emulated here."""
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        message = precision_warning(str(trainer.precision), trainer.strategy.root_device.type)
-        if message:
-            rank_zero_warn(message)
