@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from modules.check.machine import PrecisionGuard
+from modules.check.precision_guard import PrecisionGuard
 from modules.cli.commands import DESCRIPTION, LIGHTNING_COMMANDS, summary
 from modules.cli.parser import ArgumentParser, HelpFormatter
 from modules.console.progress import LogInterval, PlainModelSummary, default_progress_bar
