@@ -13,6 +13,7 @@ from modules.cli.app import cli_main
 from modules.data.datamodule import HFDataModule
 from modules.data.demo import long_reviews, write_reviews
 from modules.data.long_text import (
+    WindowTotals,
     aggregate_windows,
     documents_of_windows,
     encode_windows,
@@ -56,6 +57,44 @@ def test_window_logits_fold_into_one_row_per_document():
     assert torch.equal(aggregate_windows(logits, document, multi_label=True), torch.tensor([[3.0, 2.0], [0.0, 5.0]]))
     with pytest.raises(ValueError, match="3 window logits but 4 document indices"):
         aggregate_windows(logits[:3], document)
+
+
+def test_single_label_and_regression_windows_average_and_multi_label_takes_the_max():
+    logits = torch.tensor([[1.0, -2.0, 0.5], [3.0, 0.0, -0.5], [2.0, 4.0, 1.0]])
+    document = torch.tensor([0, 0, 0])
+    assert torch.allclose(aggregate_windows(logits, document), torch.tensor([[2.0, 2.0 / 3, 1.0 / 3]]))
+    assert torch.equal(aggregate_windows(logits, document, multi_label=True), torch.tensor([[3.0, 4.0, 1.0]]))
+    values = torch.tensor([[0.25], [1.75], [-3.0]])  # regression: one column, a document's mean value
+    assert torch.equal(aggregate_windows(values, torch.tensor([1, 0, 1])), torch.tensor([[1.75], [-1.375]]))
+
+
+def test_a_document_of_one_window_keeps_its_logits_exactly():
+    logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    document = torch.arange(5)
+    assert torch.equal(aggregate_windows(logits, document), logits)
+    assert torch.equal(aggregate_windows(logits, document, multi_label=True), logits)
+
+
+@pytest.mark.parametrize("multi_label", [False, True], ids=["mean", "max"])
+def test_aggregation_ignores_window_order_and_batching(multi_label):
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randint(-8, 8, (12, 3), generator=generator).float() / 4  # exact in fp32, whatever the sum order
+    document = torch.tensor([0, 1, 2, 0, 1, 3, 0, 2, 1, 3, 0, 2])
+    whole = aggregate_windows(logits, document, multi_label)
+    order = torch.randperm(12, generator=generator)
+    assert torch.equal(aggregate_windows(logits[order], document[order], multi_label), whole)
+    totals = WindowTotals(4, multi_label)  # predict's writer: batches of windows in any order
+    for part in order.split(5):
+        totals.add(logits[part], document[part])
+    assert torch.equal(totals.logits(), whole) and totals.counts.tolist() == [4, 3, 3, 2]
+
+
+def test_predict_folds_windows_without_a_beta_warning():
+    totals = WindowTotals(2, multi_label=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # index_reduce warned "is in beta" once per process
+        totals.add(torch.tensor([[1.0], [2.0], [0.5]]), torch.tensor([0, 0, 1]))
+    assert totals.logits().tolist() == [[2.0], [0.5]]
 
 
 def test_warn_truncated_gives_the_share_and_stays_quiet_when_nothing_is_cut():
