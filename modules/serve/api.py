@@ -14,6 +14,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from modules.data.contract import clamp_max_length
 from modules.data.long_text import aggregate_windows, encode_windows, window_stride
 from modules.data.tasks import TASKS
 from modules.errors import HFLightningError
@@ -60,8 +61,7 @@ def describe(folder: Path, max_length: int | None, long_text: str | None = None,
     run read them: `--data.long_text` and `--data.stride`, kept in the export's config)."""
     config = AutoConfig.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    limit = getattr(config, "max_position_embeddings", None) or 512
-    longest = min(max_length or tokenizer.model_max_length, limit)
+    longest = clamp_max_length(max_length or tokenizer.model_max_length, config)  # the data's and the export's rule
     task = TASKS.get(config.problem_type or "single_label_classification", "single_label")
     labels = [config.id2label[i] for i in range(config.num_labels)]
     info = {"model": str(folder), "task": task, "labels": labels, "max_length": longest}
