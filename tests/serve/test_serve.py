@@ -1,4 +1,4 @@
-"""`python -m modules.serve`: a real server process on a free local port, talked to over HTTP."""
+"""`python main.py serve`: a real server process on a free local port, talked to over HTTP."""
 
 import json
 import os
@@ -12,9 +12,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import huggingface_hub
 import pandas as pd
 import pytest
 import torch
+from huggingface_hub import InferenceClient
+from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
 from helpers import ROOT, free_port, live_processes_in_group, write_base_config
@@ -31,17 +34,22 @@ describe = pytest.importorskip("modules.serve.api").describe  # imports litserve
 pytestmark = pytest.mark.e2e  # starts servers: `make test-fast` skips it
 
 TEXTS = ["a wonderful film", "the plot was dull and tedious", "fine", "a wonderful and moving story, well told"]
+API_KEY = "test-key"
 
 
 class Server:
-    def __init__(self, model: Path, *flags: str) -> None:
-        self.port = free_port()
+    """`api_key`: started with $HF_LIGHTNING_API_KEY set to it, and sent by `get` and `post`."""
+
+    def __init__(self, model: Path, *flags: str, api_key: str | None = None) -> None:
+        self.port, self.api_key = free_port(), api_key
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "modules.serve", str(model), "--port", str(self.port), *flags]
+        command = [sys.executable, "main.py", "serve", str(model), "--port", str(self.port), *flags]
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")  # a pipe nobody reads would block the server
+        env = {k: v for k, v in os.environ.items() if k != "HF_LIGHTNING_API_KEY"}
         self.process = subprocess.Popen(
-            command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True, start_new_session=True
-        )
+            command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env=env | ({"HF_LIGHTNING_API_KEY": api_key} if api_key else {}),
+        )  # fmt: skip
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -56,12 +64,14 @@ class Server:
         raise TimeoutError("the server did not become healthy in 120 s")
 
     def get(self, path: str) -> tuple[int, str]:
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+        request = urllib.request.Request(self.url + path, headers=self._authorization())
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
 
-    def post(self, body: bytes | dict, headers: dict | None = None) -> tuple[int, dict]:
+    def post(self, body: bytes | dict, headers: dict | None = None) -> tuple[int, dict | list]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + "/predict", data=data, headers=headers or {}, method="POST")
+        headers = self._authorization() if headers is None else headers
+        request = urllib.request.Request(self.url + "/predict", data=data, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
@@ -84,6 +94,9 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.wait(), left
 
+    def _authorization(self) -> dict:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
 
 @pytest.fixture(scope="module")
 def trained(tiny_model, reviews_dir, tmp_path_factory):
@@ -102,7 +115,8 @@ def trained(tiny_model, reviews_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(trained):
-    served = Server(trained[0], "--max_inputs", "8", "--max_chars", "200", "--max_body_bytes", "4096")  # the .ckpt
+    flags = ("--max_inputs", "8", "--max_chars", "200", "--max_body_bytes", "4096")
+    served = Server(trained[0], *flags, api_key=API_KEY)  # the .ckpt; behind an API key, which `post` sends
     yield served
     served.stop()
 
@@ -122,6 +136,38 @@ def test_labels_and_scores_equal_predicts(server, trained):
     assert sum(s["score"] for s in every["predictions"][0]) == pytest.approx(1.0, abs=1e-5)
     info = json.loads(server.get("/info")[1])["model"]
     assert info["task"] == "single_label" and info["labels"] and info["max_length"] > 0
+
+
+@pytest.fixture
+def local_client(monkeypatch):
+    """InferenceClient for this local server: offline mode (tests/conftest.py) makes huggingface_hub refuse every
+    URL, a local one too, so lift it for the client alone; nothing here reaches the Hub."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    return InferenceClient
+
+
+def test_hugging_face_clients_get_predicts_labels_and_scores(server, trained, local_client):
+    *_, predicted = trained
+    client = local_client(model=server.url + "/predict", token=API_KEY)
+    for text, (_, row) in zip(TEXTS, predicted.iterrows()):
+        every = client.text_classification(text)  # sends {"inputs": text, "parameters": {}}: every label, best first
+        assert every[0].label == row["prediction"] and len(every) == 2
+        assert [e.score for e in every] == pytest.approx([row[f"prob_{e.label}"] for e in every], abs=1e-5)
+        assert [e.label for e in client.text_classification(text, top_k=1)] == [row["prediction"]]
+    status, answer = server.post({"inputs": TEXTS[:2], "parameters": {"function_to_apply": "none"}})
+    assert status == 200 and len(answer) == 2 and all(len(labels) == 2 for labels in answer)
+    assert any(item["score"] < 0 or item["score"] > 1 for labels in answer for item in labels)  # logits, not probs
+
+
+def test_without_the_api_key_only_the_health_check_answers(server, local_client):
+    assert server.post({"inputs": ["fine"]}, headers={})[0] == 401
+    assert server.post({"inputs": ["fine"]}, headers={"Authorization": "Bearer wrong"})[0] == 401
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(server.url + "/info", timeout=10)
+    with urllib.request.urlopen(server.url + "/health", timeout=10) as response:
+        assert response.status == 200
+    with pytest.raises(HfHubHTTPError, match="401"):
+        local_client(model=server.url + "/predict").text_classification("fine")
 
 
 def test_pairs_are_scored_as_pairs(server, trained):
@@ -151,8 +197,25 @@ def test_pairs_are_scored_as_pairs(server, trained):
         ({"inputs": ["  "]}, 422, "empty"),
         ({"inputs": ["x"], "top_k": 0}, 422, "top_k"),
         (b'{"inputs": ["' + b"x" * 5000 + b'"]}', 413, "4096"),
+        ({"inputs": "x", "parameters": {"truncate": True}}, 422, "unknown parameter(s) ['truncate']"),
+        ({"inputs": "x", "parameters": {"function_to_apply": "relu"}}, 422, "function_to_apply"),
+        ({"inputs": "x", "parameters": {}, "top_k": 2}, 422, "goes inside it"),
     ],
-    ids=["malformed", "no-inputs", "empty", "types", "half-pair", "too-many", "too-long", "blank", "top-k", "body"],
+    ids=[
+        "malformed",
+        "no-inputs",
+        "empty",
+        "types",
+        "half-pair",
+        "too-many",
+        "too-long",
+        "blank",
+        "top-k",
+        "body",
+        "hf-parameter",
+        "hf-function",
+        "hf-top-k",
+    ],  # fmt: skip
 )
 def test_bad_input_is_a_4xx_and_the_next_request_is_answered(server, body, status, says):
     code, answer = server.post(body)
@@ -209,6 +272,9 @@ def test_sigterm_lets_the_request_in_flight_finish(trained):
     sender.join(timeout=30)
     assert result["answer"][0] == 200 and len(result["answer"][1]["predictions"]) == len(TEXTS)
     assert exit_code == 0 and left == []  # every process of the server gone: the port is free again
+    log = Path(served.log.name).read_text()  # stdout and stderr of every process of the server
+    assert "Traceback" not in log and "\x1b" not in log
+    assert not [line for line in log.splitlines() if "Warning" in line or "warning:" in line.lower()]
 
 
 def test_onnx_backends_answer_as_pytorch_does(trained):
@@ -255,10 +321,12 @@ def test_bad_serving_options_are_one_line(tiny_model, capsys, flags, message):
     assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_onnx_backend_without_its_file_fails_before_serving(tiny_model):
+def test_onnx_backend_without_its_file_fails_before_serving(tiny_model, capsys):
     with pytest.raises(SystemExit) as stopped:
         serve_main([str(tiny_model), "--backend", "onnx-int8"])
-    assert "model.int8.onnx" in str(stopped.value.code) and "main.py export" in str(stopped.value.code)
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and error.startswith("error: ") and len(error.splitlines()) == 1
+    assert "model.int8.onnx" in error and "main.py export" in error
 
 
 def test_long_text_chunk_answers_once_per_input_from_its_windows(trained):
