@@ -144,7 +144,9 @@ def run(argv: list[str] | None = None) -> Any:
     with _Claim(url) as claim:
         while True:
             claim.acquire()
-            if len(study.get_trials(deepcopy=False)) >= args.n_trials:
+            # A queued trial (the baseline) is not yet one of the n: it runs in this loop's next `optimize`.
+            started = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+            if len(started) >= args.n_trials:
                 break
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
     _wait_for_stale(optuna, study, args.heartbeat_interval, args.grace_period)

@@ -50,7 +50,7 @@ def _args(command: str, tmp_path: Path, base: Path) -> list[str]:
     search.write_text(yaml.safe_dump({"model.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3}}))
     return [
         *("tune", "--config", str(base), "--search", str(search), "--n_trials", "1", "--study_name", "quiet"),
-        *("--output_dir", str(tmp_path / "tune"), "--baseline", "false"),
+        *("--output_dir", str(tmp_path / "tune")),  # the baseline trial is the one trial
     ]
 
 
@@ -82,3 +82,6 @@ def test_command_log_is_clean(command, fitted):
     result = run_subprocess(_args(command, tmp_path, base))
     assert result.returncode == 0, result.stderr[-3000:]
     assert _noise(result) == [], result.stdout + result.stderr
+    if command == "tune":  # `--n_trials 1` with the queued baseline trial runs that trial, not none
+        trials = (tmp_path / "tune" / "trials.csv").read_text().splitlines()
+        assert len(trials) == 2 and "COMPLETE" in trials[1], trials
