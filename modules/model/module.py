@@ -25,7 +25,7 @@ from modules.model.loss import class_weights, task_loss
 from modules.model.metrics import build_metrics, check_monitors
 from modules.model.optimization import clear_clip_factor, clip_gradients, configure_adamw
 from modules.model.train_loss import TrainLossLog
-from modules.runs.record import RunRecord
+from modules.runs.record import HF_CONFIG_KEY, RunRecord
 from modules.speedups import apply_exact, apply_for_training, without_full_mask
 
 
@@ -248,7 +248,7 @@ class TransformerModule(EvaluationSteps, LightningModule):
         return [name for name, parameter in self.named_parameters() if parameter.requires_grad]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["hf_config"] = self.model.config.to_dict()
+        checkpoint[HF_CONFIG_KEY] = self.model.config.to_dict()  # the schema: modules/runs/record.py
         if self.hparams.lora_r:  # the frozen base weights are those of model_name_or_path: no need to store them
             trained = set(self.trained_keys())
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
