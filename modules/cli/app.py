@@ -1,6 +1,7 @@
 """The LightningCLI app behind fit, validate, test, predict and check: one home per value, `best`/`last`
 checkpoints, atomic checkpoint writes, graceful stops. `cli_main(args)` runs it in-process (tests, the tuner)."""
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,17 @@ class HFLightningCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
+        self._args = args  # parsed again over the checkpoint's hyperparameters: `_given_over_checkpoint`
+        self._name_loggers()
+        self._run_version = self._resolve_ckpt_path()
+
+    def _name_loggers(self) -> None:
+        """A logger left at `lightning_logs` is named after the config or data: runs never collide."""
         subcommand = self.config.get("subcommand")
-        if subcommand:  # a logger left at `lightning_logs` is named after the config or data: runs never collide
+        if subcommand:
             config = self.config[subcommand]
             name = run_name(config.get("config") or [], config.data.dataset, config.data.data_files)
             name_unnamed_loggers(config.trainer, name)
-        self._run_version = self._resolve_ckpt_path()
 
     def _resolve_ckpt_path(self) -> int | None:
         """`--ckpt_path best|last` in a separate command: the file of this config's most recent fit run; a path must
@@ -103,6 +109,7 @@ class HFLightningCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:
             return
+        self._given_over_checkpoint()
         self._settings_from_checkpoint()
         if self._run_version is None:
             return
@@ -112,6 +119,24 @@ class HFLightningCLI(LightningCLI):
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             if str(getattr(logger, "class_path", "")).endswith("TensorBoardLogger"):
                 logger.init_args.version = self._run_version
+
+    def _given_over_checkpoint(self) -> None:
+        """With `--ckpt_path`, Lightning puts the checkpoint's hyperparameters over every `--model.*` value, so
+        `test --model.threshold 0.15` ran at the checkpoint's threshold. Here they are defaults instead: the command
+        is parsed again over them, and what it is given (flag, `--config` file, environment variable) wins."""
+        config = self.config[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path:
+            return
+        hyperparameters = load_checkpoint(ckpt_path, mmap=True).get("hyper_parameters") or {}
+        known = set(inspect.signature(TransformerModule.__init__).parameters) - {"self"}  # an older run's: skipped
+        defaults = {f"{self.subcommand}.model.{k}": v for k, v in hyperparameters.items() if k in known}
+        self.parser.set_defaults(defaults)
+        seed = config.get("seed_everything")  # the seed Lightning drew already, kept as the config records it
+        super().parse_arguments(self.parser, self._args)
+        config = self.config[self.subcommand]
+        config.ckpt_path, config.seed_everything = ckpt_path, seed  # `best`/`last` stay resolved
+        self._name_loggers()
 
     def _settings_from_checkpoint(self) -> None:
         """`--ckpt_path` with no dataset or train file (only `--data.predict_file`, or `--data.data_files '{test: x}'`):

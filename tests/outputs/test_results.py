@@ -149,6 +149,26 @@ def test_validate_writes_metrics_json(tmp_path, fitted):
     assert metrics["val_acc"] > 0.8 and "val_loss" in metrics
 
 
+def test_a_value_the_command_is_given_wins_over_the_checkpoints(tmp_path, fitted):
+    # Lightning puts a checkpoint's hyperparameters over the command's `--model.*` flags; here they are defaults.
+    checkpoint = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["threshold"] = 0.3
+    torch.save(checkpoint, tmp_path / "at_0.3.ckpt")
+    args = [
+        "validate",
+        "--config",
+        str(fitted),
+        "--ckpt_path",
+        str(tmp_path / "at_0.3.ckpt"),
+        "--trainer.logger",
+        "false",
+    ]
+    for given, used in (([], 0.3), (["--model.threshold", "0.15"], 0.15), (["--model.threshold", "0.5"], 0.5)):
+        cli = cli_main(args + given)
+        assert cli.model.hparams.threshold == used
+        assert cli.config.validate.ckpt_path == str(tmp_path / "at_0.3.ckpt")
+
+
 @pytest.mark.slow
 def test_ddp_predict_writes_each_input_once(tmp_path, fitted, reviews_dir):
     args = ["--config", str(fitted), "--trainer.strategy", "ddp", "--trainer.devices", "2", "--ckpt_path", "best"]
