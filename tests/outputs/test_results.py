@@ -154,15 +154,7 @@ def test_a_value_the_command_is_given_wins_over_the_checkpoints(tmp_path, fitted
     checkpoint = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["hyper_parameters"]["threshold"] = 0.3
     torch.save(checkpoint, tmp_path / "at_0.3.ckpt")
-    args = [
-        "validate",
-        "--config",
-        str(fitted),
-        "--ckpt_path",
-        str(tmp_path / "at_0.3.ckpt"),
-        "--trainer.logger",
-        "false",
-    ]
+    args = ["validate", "--config", str(fitted), "--ckpt_path", str(tmp_path / "at_0.3.ckpt")]  # logs in tmp_path
     for given, used in (([], 0.3), (["--model.threshold", "0.15"], 0.15), (["--model.threshold", "0.5"], 0.5)):
         cli = cli_main(args + given)
         assert cli.model.hparams.threshold == used
