@@ -3,6 +3,7 @@ stored config (no download), and back out of a checkpoint as a plain model for e
 
 import inspect
 
+import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -10,6 +11,7 @@ from modules.data.labels import PROBLEM_TYPES, LabelSpec
 from modules.data.preprocess import MODEL_INPUTS
 from modules.data.sources import check_model_source
 from modules.errors import HFLightningError
+from modules.model.layers import check_num_layers, keep_layers, kept_layers, layer_count, layer_list, set_layer_count
 from modules.model.lora import initialized_modules, merge
 from modules.runs.record import RunRecord
 
@@ -41,22 +43,40 @@ def pretrained(name: str, **config_values) -> tuple[PreTrainedModel, list[str]]:
     return model, initialized_modules(info)
 
 
+def check_layers(name: str, num_layers: int | None) -> None:
+    """Refuse a `--model.num_layers` the model cannot take, from its config alone (no weights are read): below 1,
+    above its depth, or an architecture whose layer list is not found. A config that cannot be read yet (a Hub name
+    not in the cache) is left to the build, which checks again."""
+    check_num_layers(num_layers)
+    if num_layers is None:
+        return
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError):
+        return
+    kept_layers(layer_count(config), num_layers)
+    with torch.device("meta"):  # the module tree without memory or initialisation
+        layer_list(AutoModelForSequenceClassification.from_config(config))
+
+
 def from_name(
-    name: str, spec: LabelSpec, pretrained_weights: bool, pad_token_id: int | None
+    name: str, spec: LabelSpec, pretrained_weights: bool, pad_token_id: int | None, num_layers: int | None = None
 ) -> tuple[PreTrainedModel, list[str]]:
     """The classifier `name` describes, for `spec`'s labels, in training mode, and the randomly initialized modules.
 
-    Without `pretrained_weights` only the architecture is built (a checkpoint will supply every weight).
+    Without `pretrained_weights` only the architecture is built (a checkpoint will supply every weight). `num_layers`
+    keeps that many evenly spaced layers (modules/model/layers.py); the config then says so.
     """
     check_model_source(name, "--model.model_name_or_path")
     labels = label_config(spec)
     if pretrained_weights:
         model, initialized = pretrained(name, **labels)
+        keep_layers(model, num_layers)  # before LoRA and speedups see the model
     else:
-        model, initialized = (
-            AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(name, **labels)),
-            [],
-        )
+        config = AutoConfig.from_pretrained(name, **labels)
+        if num_layers is not None:  # the checkpoint's weights are those of the kept layers
+            set_layer_count(config, kept_layers(layer_count(config), num_layers))
+        model, initialized = AutoModelForSequenceClassification.from_config(config), []
     model.train()  # from_pretrained returns eval mode, and Lightning does not switch it back: dropout would be off
     if model.config.pad_token_id is None:
         # Decoder-only classifiers find each row's last real token through the pad id.
@@ -70,11 +90,14 @@ def config_from_dict(config: dict) -> PretrainedConfig:
     return CONFIG_MAPPING[values.pop("model_type")].from_dict(values)
 
 
-def from_checkpoint(checkpoint: dict, name: str, lora: bool) -> tuple[PreTrainedModel, list[str]]:
+def from_checkpoint(
+    checkpoint: dict, name: str, lora: bool, num_layers: int | None = None
+) -> tuple[PreTrainedModel, list[str]]:
     """The model a checkpoint's `hf_config` describes, for a module loaded on its own, before its weights are loaded.
 
-    A full checkpoint has every weight: an untrained model of that architecture and labels will do (no download).
-    A LoRA checkpoint holds only the trained tensors: the frozen rest comes from the pretrained weights of `name`.
+    A full checkpoint has every weight: an untrained model of that architecture and labels will do (no download;
+    `hf_config` already has the kept layers' count, so nothing is cut again). A LoRA checkpoint holds only the
+    trained tensors: the frozen rest comes from the pretrained weights of `name`, cut as `fit` cut them.
     """
     record = RunRecord.from_checkpoint(checkpoint)
     if record.hf_config is None:
@@ -82,7 +105,16 @@ def from_checkpoint(checkpoint: dict, name: str, lora: bool) -> tuple[PreTrained
     config = config_from_dict(record.hf_config)
     if lora:
         check_model_source(name, "--model.model_name_or_path")
-        return pretrained(name, config=config)
+        if num_layers is None:
+            return pretrained(name, config=config)
+        # Read the pretrained weights at full depth, then keep the layers `fit` kept (not the first `num_layers`).
+        full = AutoConfig.from_pretrained(name)
+        config.num_hidden_layers = layer_count(full)
+        if getattr(full, "layer_types", None) is not None:
+            config.layer_types = full.layer_types
+        model, initialized = pretrained(name, config=config)
+        keep_layers(model, num_layers)
+        return model, initialized
     return AutoModelForSequenceClassification.from_config(config), []
 
 
