@@ -50,6 +50,9 @@ def export_checkpoint(
         # How the run read long texts, so `serve` windows them as `predict` does (modules/serve/api.py `describe`).
         model.config.hf_lightning_long_text = "chunk"
         model.config.hf_lightning_stride = record.stride
+    if record.problem_type == "multi_label_classification" and record.threshold is not None:
+        # The threshold predict and test used, so `serve` decides as they did (modules/serve/api.py `describe`).
+        model.config.hf_lightning_threshold = record.threshold
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     # Some writers create files 0600 (temporary file, then rename); the export is for sharing: the user's umask.

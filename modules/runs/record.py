@@ -85,6 +85,11 @@ class RunRecord:
         return self.hyper_parameters.get("label_names")
 
     @property
+    def threshold(self) -> float | None:
+        """Multi-label: the probability above which the run counted a label (`--model.threshold`)."""
+        return self.hyper_parameters.get("threshold")
+
+    @property
     def lora_r(self) -> int:
         return self.hyper_parameters.get("lora_r") or 0
 

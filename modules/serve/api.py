@@ -55,16 +55,26 @@ def model_folder(path: str | Path, backend: str = "torch") -> Path:
     return path
 
 
-def describe(folder: Path, max_length: int | None, long_text: str | None = None, stride: int | None = None) -> dict:
+def describe(
+    folder: Path,
+    max_length: int | None,
+    long_text: str | None = None,
+    stride: int | None = None,
+    threshold: float | None = None,
+) -> dict:
     """What `/info` says: the model, its task, label names (in id order), the longest input in tokens (by default the
-    run's `--data.max_length`, which the export's tokenizer keeps) and how longer inputs are read (by default as the
-    run read them: `--data.long_text` and `--data.stride`, kept in the export's config)."""
+    run's `--data.max_length`, which the export's tokenizer keeps), how longer inputs are read (by default as the
+    run read them: `--data.long_text` and `--data.stride`, kept in the export's config) and, multi-label, the
+    threshold (by default the run's `--model.threshold`, kept in the export's config, else 0.5)."""
     config = AutoConfig.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     longest = clamp_max_length(max_length or tokenizer.model_max_length, config)  # the data's and the export's rule
     task = TASKS.get(config.problem_type or "single_label_classification", "single_label")
     labels = [config.id2label[i] for i in range(config.num_labels)]
     info = {"model": str(folder), "task": task, "labels": labels, "max_length": longest}
+    if task == "multi_label":
+        threshold = threshold if threshold is not None else getattr(config, "hf_lightning_threshold", None)
+        info["threshold"] = 0.5 if threshold is None else threshold
     info["long_text"] = long_text or getattr(config, "hf_lightning_long_text", None) or "truncate"
     if info["long_text"] == "chunk":
         info["stride"] = window_stride(
@@ -97,13 +107,13 @@ def plan_passes(lengths: list[int], most_rows: int, overhead: int) -> list[slice
 
 class ClassifierAPI(ls.LitAPI):
     """Requests are checked before they are queued (`limits`); here every request is valid, in the server's shape or
-    Hugging Face's (`limits.request_options` reads either)."""
+    Hugging Face's (`limits.request_options` reads either). A multi-label label counts above the request's
+    `threshold`, else `info["threshold"]` (`describe`)."""
 
     def __init__(
         self,
         folder: Path,
         info: dict,
-        threshold: float,
         rows_per_pass: int,
         threads: int,
         backend: str = "torch",
@@ -111,7 +121,7 @@ class ClassifierAPI(ls.LitAPI):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.folder, self.info, self.threshold = folder, info, threshold
+        self.folder, self.info = folder, info
         self.rows_per_pass, self.threads, self.backend, self.dtype = rows_per_pass, threads, backend, dtype
 
     def setup(self, device: str) -> None:
@@ -211,7 +221,8 @@ class ClassifierAPI(ls.LitAPI):
     def _answer(self, request: Options, values: list) -> dict | list:
         """One request's answer from its inputs' `values` (modules/outputs/answers.py, as `predict`'s rows): Hugging
         Face's list of `{"label", "score"}` lists, or the server's own `{"predictions": [...]}`."""
-        predictions = [Prediction(self.info["task"], self.info["labels"], v, self.threshold) for v in values]
+        threshold = request.threshold if request.threshold is not None else self.info.get("threshold", 0.5)
+        predictions = [Prediction(self.info["task"], self.info["labels"], v, threshold) for v in values]
         if request.hugging_face:
             return [p.hugging_face(request.top_k) for p in predictions]
         return {"predictions": [p.answer(request.top_k) for p in predictions]}

@@ -1,6 +1,7 @@
 """`python main.py serve MODEL_DIR`: serve an `hf_model/` export (or a `.ckpt`) on LitServe.
 
 POST /predict  {"inputs": ["text", ...], "top_k": 1}   -> {"predictions": [{"label": ..., "score": ...}, ...]}
+               multi-label: {"labels": [...], "scores": {...}} per input; `"threshold": 0.3` overrides the server's
 POST /predict  {"inputs": "text", "parameters": {}}    -> [[{"label": ..., "score": ...}, ...]]  (Hugging Face's)
 GET  /health   "ok" once the model is loaded;   GET /info   model, task, labels, max_length, server settings
 """
@@ -39,7 +40,11 @@ def parse(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--stride", type=int, default=None, help="tokens windows share; default the run's, else max_length / 4"
     )
-    parser.add_argument("--threshold", type=float, default=0.5, help="multi-label: probability to count a label")
+    parser.add_argument(
+        "--threshold", type=float, default=None,
+        help="multi-label: probability above which a label counts; default the run's --model.threshold, kept in the "
+        'export, else 0.5; a request may set its own (`"threshold": 0.3`)',
+    )  # fmt: skip
     parser.add_argument("--max_inputs", type=int, default=64, help="inputs per request")
     parser.add_argument("--max_chars", type=int, default=20_000, help="characters per text")
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="request body size")
@@ -79,6 +84,8 @@ def parse(args: list[str] | None) -> argparse.Namespace:
             f"--precision applies to --backend torch; {options.backend} runs its file's own precision "
             "(onnx-int8: int8 weights)"
         )
+    if options.threshold is not None and not 0 < options.threshold < 1:
+        parser.error(f"--threshold must be between 0 and 1 (exclusive), got {options.threshold}")
     for name in ("max_batch_size", "rows_per_pass", "max_inputs", "max_chars", "max_body_bytes", "workers_per_device"):
         if getattr(options, name) is not None and getattr(options, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -109,7 +116,8 @@ def main(args: list[str] | None = None) -> None:
 
     try:
         folder = model_folder(options.model, options.backend)
-        info = describe(folder, options.max_length, options.long_text, options.stride) | {"backend": options.backend}
+        info = describe(folder, options.max_length, options.long_text, options.stride, options.threshold)
+        info |= {"backend": options.backend}
     except (HFLightningError, ImportError, OSError, ValueError) as error:
         _fail(str(error))
     device = device_type(options.accelerator, options.backend)
@@ -126,7 +134,6 @@ def main(args: list[str] | None = None) -> None:
     api = ClassifierAPI(
         folder,
         info,
-        options.threshold,
         options.rows_per_pass,
         threads,
         options.backend,
@@ -134,7 +141,7 @@ def main(args: list[str] | None = None) -> None:
         max_batch_size=options.max_batch_size,
         batch_timeout=options.batch_timeout,
     )
-    limits = Limits(options.max_body_bytes, options.max_inputs, options.max_chars)
+    limits = Limits(options.max_body_bytes, options.max_inputs, options.max_chars, info["task"] == "multi_label")
     middlewares = [(RequestLimits, {"limits": limits})]
     if options.api_key:  # listed last, so outermost: a request without the key is refused before its body is read
         middlewares.append((ApiKey, {"key": options.api_key}))

@@ -5,7 +5,8 @@ every request batched with it. This ASGI middleware reads the body of `POST /pre
 before it is read whole), parses and checks it, and answers 4xx with a one-line JSON error; only valid bodies go on.
 `ApiKey`, in front of it when `--api_key` is set, answers 401 to any request but the health check without the key.
 
-Two request shapes are accepted (docs/serve.md): the server's own `{"inputs": [...], "top_k": 1}`, and Hugging
+Two request shapes are accepted (docs/serve.md): the server's own `{"inputs": [...], "top_k": 1, "threshold": 0.3}`
+(`threshold`: multi-label only), and Hugging
 Face's `{"inputs": ..., "parameters": {"top_k": ..., "function_to_apply": ...}}` (what `InferenceClient` sends). A
 request with `parameters` is answered in Hugging Face's shape (`request_options`).
 """
@@ -26,6 +27,7 @@ class Limits:
     max_body_bytes: int = 1 << 20
     max_inputs: int = 64
     max_chars: int = 20_000
+    multi_label: bool = False  # the model is multi-label: a request may set its own `threshold`
 
 
 class RequestError(ValueError):
@@ -43,14 +45,16 @@ def check_payload(body: bytes, limits: Limits) -> dict:
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise RequestError(422, 'expected a JSON object {"inputs": ["text", ...]}')
     hugging_face = "parameters" in payload
-    unknown = set(payload) - ({"inputs", "parameters"} if hugging_face else {"inputs", "top_k"})
+    unknown = set(payload) - ({"inputs", "parameters"} if hugging_face else {"inputs", "top_k", "threshold"})
     if unknown and hugging_face:
         raise RequestError(
             422, f"unknown field(s) {sorted(unknown)}: with `parameters` (Hugging Face's shape) `top_k` goes inside it"
         )
     if unknown:
         raise RequestError(
-            422, f"unknown field(s) {sorted(unknown)}: expected `inputs` and optionally `top_k` (or `parameters`)"
+            422,
+            f"unknown field(s) {sorted(unknown)}: expected `inputs` and optionally `top_k` and `threshold` "
+            "(or `parameters`)",
         )
     inputs = payload["inputs"]
     if isinstance(inputs, str):
@@ -74,7 +78,20 @@ def check_payload(body: bytes, limits: Limits) -> dict:
     top_k = _checked_parameters(payload["parameters"]) if hugging_face else payload.get("top_k", 1)
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise RequestError(422, "`top_k` must be a positive integer, or null for every label's score")
+    if "threshold" in payload:
+        _check_threshold(payload["threshold"], limits.multi_label)
     return payload
+
+
+def _check_threshold(threshold: object, multi_label: bool) -> None:
+    """A request's own multi-label threshold: a number strictly between 0 and 1."""
+    number = isinstance(threshold, int | float) and not isinstance(threshold, bool)
+    if not number or not 0 < threshold < 1:
+        raise RequestError(
+            422, f"`threshold` must be a number between 0 and 1 (exclusive), got {json.dumps(threshold)}"
+        )
+    if not multi_label:
+        raise RequestError(422, "`threshold` applies to a multi-label model; this one picks the top label")
 
 
 def _checked_parameters(parameters: object) -> object:
@@ -98,6 +115,7 @@ class Options(NamedTuple):
     top_k: int | None  # labels per answer; None: every label
     function_to_apply: str | None  # None: the task's own (softmax, sigmoid, or the value for regression)
     hugging_face: bool  # answer in Hugging Face's shape
+    threshold: float | None = None  # multi-label: the request's own; None: the server's
 
 
 def request_options(payload: dict) -> Options:
@@ -107,7 +125,7 @@ def request_options(payload: dict) -> Options:
     if "parameters" in payload:
         parameters = payload["parameters"] or {}
         return Options(inputs, parameters.get("top_k"), parameters.get("function_to_apply"), True)
-    return Options(inputs, payload.get("top_k", 1), None, False)
+    return Options(inputs, payload.get("top_k", 1), None, False, payload.get("threshold"))
 
 
 def is_pair(item: object) -> bool:

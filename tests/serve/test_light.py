@@ -24,7 +24,7 @@ from modules.serve.api import ClassifierAPI, describe
 from modules.serve.limits import request_options
 
 folder = Path(sys.argv[1])
-api = ClassifierAPI(folder, describe(folder, None), threshold=0.5, rows_per_pass=8, threads=1)
+api = ClassifierAPI(folder, describe(folder, None), rows_per_pass=8, threads=1)
 api.setup("cpu")
 answer = api.predict(request_options({"inputs": ["a fine film"]}))
 heavy = sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[2:]))

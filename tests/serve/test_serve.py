@@ -200,6 +200,9 @@ def test_pairs_are_scored_as_pairs(server, trained):
         ({"inputs": "x", "parameters": {"truncate": True}}, 422, "unknown parameter(s) ['truncate']"),
         ({"inputs": "x", "parameters": {"function_to_apply": "relu"}}, 422, "function_to_apply"),
         ({"inputs": "x", "parameters": {}, "top_k": 2}, 422, "goes inside it"),
+        ({"inputs": ["x"], "threshold": 1.5}, 422, "`threshold` must be a number between 0 and 1 (exclusive), got 1.5"),
+        ({"inputs": ["x"], "threshold": "0.3"}, 422, 'between 0 and 1 (exclusive), got "0.3"'),
+        ({"inputs": ["x"], "threshold": 0.3}, 422, "`threshold` applies to a multi-label model"),  # this one picks one
     ],
     ids=[
         "malformed",
@@ -215,6 +218,9 @@ def test_pairs_are_scored_as_pairs(server, trained):
         "hf-parameter",
         "hf-function",
         "hf-top-k",
+        "threshold-range",
+        "threshold-type",
+        "threshold-single-label",
     ],  # fmt: skip
 )
 def test_bad_input_is_a_4xx_and_the_next_request_is_answered(server, body, status, says):
@@ -248,9 +254,18 @@ def test_multi_label_and_regression_answers(problem_type, labels, tiny_model, tm
         logits = model.eval()(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
     task = "regression" if problem_type == "regression" else "multi_label"
     expected = task_outputs(task, logits).tolist()
-    served = Server(folder, "--threshold", "0.5")
+    # Two thresholds between the scores, so that each decides differently: the export's, and one request's own.
+    scores = sorted(v for row in expected for v in (row if isinstance(row, list) else [row]))
+    exported, asked = scores[len(scores) // 3], scores[2 * len(scores) // 3]
+    if task == "multi_label":
+        config = AutoConfig.from_pretrained(folder)
+        config.hf_lightning_threshold = exported  # what the export of a run at `--model.threshold` records
+        config.save_pretrained(folder)
+    served = Server(folder)  # no --threshold: the export's
     try:
         status, answer = served.post({"inputs": TEXTS})
+        info = json.loads(served.get("/info")[1])["model"]
+        own = served.post({"inputs": TEXTS, "threshold": asked if task == "multi_label" else 0.3})
     finally:
         served.stop()
     assert status == 200
@@ -259,7 +274,15 @@ def test_multi_label_and_regression_answers(problem_type, labels, tiny_model, tm
             assert p == {"score": pytest.approx(value, abs=1e-5)}
         else:
             assert [p["scores"][n] for n in labels] == pytest.approx(value, abs=1e-5)
-            assert p["labels"] == [n for n, v in zip(labels, value) if v > 0.5]
+            assert p["labels"] == [n for n, v in zip(labels, value) if v > exported]
+    if task == "regression":
+        assert "threshold" not in info and own[0] == 422 and "multi-label" in own[1]["error"]
+        return
+    assert info["threshold"] == pytest.approx(exported) and own[0] == 200
+    assert [p["labels"] for p in own[1]["predictions"]] == [
+        [n for n, v in zip(labels, row) if v > asked] for row in expected
+    ]
+    assert [p["labels"] for p in own[1]["predictions"]] != [p["labels"] for p in answer["predictions"]]
 
 
 def test_sigterm_lets_the_request_in_flight_finish(trained):
@@ -313,6 +336,7 @@ def test_bf16_precision_serves_close_to_fp32(trained):
         (["--backend", "onnx", "--precision", "bf16-true"], "--precision applies to --backend torch"),
         (["--workers_per_device", "0"], "--workers_per_device must be at least 1"),
         (["--precision", "bf16"], "invalid choice: 'bf16'"),
+        (["--threshold", "1"], "--threshold must be between 0 and 1 (exclusive), got 1.0"),
     ],
 )
 def test_bad_serving_options_are_one_line(tiny_model, capsys, flags, message):
@@ -363,3 +387,15 @@ def test_long_text_defaults_to_the_runs(tiny_model, tmp_path):
     assert describe(folder, 32, None, 2)["stride"] == 2
     with pytest.raises(HFLightningError, match="--data.stride 20"):
         describe(folder, 32, None, 20)
+
+
+def test_the_threshold_follows_the_export_unless_serve_is_given_one(tiny_model, tmp_path):
+    folder = _saved(tiny_model, tmp_path / "model", "multi_label_classification", ["art", "news"])
+    assert describe(folder, None)["threshold"] == 0.5  # an export that records none
+    config = AutoConfig.from_pretrained(folder)
+    config.hf_lightning_threshold = 0.3
+    config.save_pretrained(folder)
+    assert describe(folder, None)["threshold"] == 0.3
+    assert describe(folder, None, threshold=0.7)["threshold"] == 0.7
+    single = _saved(tiny_model, tmp_path / "single", "single_label_classification", ["neg", "pos"])
+    assert "threshold" not in describe(single, None)
