@@ -38,16 +38,8 @@ def write_model_card(output_dir: Path, run_dir: Path) -> None:
         lines += [f"| {split} | {k} | {v:.4f} |" for k, v in metrics.items()]
     if not test:
         lines.append("| test | - | run `python main.py test --config ... --ckpt_path best` to add it |")
+    lines += ["", "## How to load", "", *_usage(output_dir, hf_config, summary.get("example_text")), ""]
     lines += [
-        "",
-        "## How to load",
-        "",
-        "```python",
-        "from transformers import pipeline",
-        f'classifier = pipeline("text-classification", model="{output_dir}")',
-        f"classifier({summary.get('example_text') or 'a gripping, beautifully acted film'!r})",
-        "```",
-        "",
         "## Training config (hf-lightning)",
         "",
         "```yaml",
@@ -56,6 +48,23 @@ def write_model_card(output_dir: Path, run_dir: Path) -> None:
         "",
     ]
     (output_dir / "README.md").write_text("\n".join(lines))
+
+
+def _usage(output_dir: Path, hf_config: dict, example_text: str | None) -> list[str]:
+    """The `pipeline(...)` snippet. Multi-label: every label's score (`top_k=None`; the pipeline's default keeps the
+    top label only) and the labels above the run's threshold, as `predict` and `serve` decide."""
+    text = repr(example_text or "a gripping, beautifully acted film")
+    lines = ["```python", "from transformers import pipeline"]
+    if hf_config.get("problem_type") != "multi_label_classification":
+        lines += [f'classifier = pipeline("text-classification", model="{output_dir}")', f"classifier({text})", "```"]
+        return lines
+    threshold = hf_config.get("hf_lightning_threshold", 0.5)
+    return lines + [
+        f'classifier = pipeline("text-classification", model="{output_dir}", top_k=None)',
+        f"scores = classifier([{text}])[0]  # every label's sigmoid probability, for the first text",
+        f'labels = [s["label"] for s in scores if s["score"] > {threshold}]  # the run\'s --model.threshold',
+        "```",
+    ]
 
 
 def _data(summary: dict) -> str:
