@@ -29,8 +29,9 @@ class PredictionWriter(BasePredictionWriter):
     """Write `predict` outputs with the input text(s), the predicted label name(s) and each label's probability.
 
     Args:
-        output_path: File to write; `.csv` writes CSV, anything else JSON lines. None writes
-            `predictions.jsonl` in the run's folder.
+        output_path: File to write; `.csv` writes CSV, anything else JSON lines (an existing file is replaced, and
+            the run says so). None writes `predictions.jsonl` in the run's folder, or `predictions-1.jsonl`, ...
+            when an earlier predict wrote that one.
     """
 
     def __init__(self, output_path: str | None = None) -> None:
@@ -71,7 +72,9 @@ class PredictionWriter(BasePredictionWriter):
         if pl_module.data_contract.long_text != "chunk" and len(counts) and int(counts.max()) > 1:
             raise RuntimeError("some rows were predicted more than once")
         values = task_outputs(task, windows.logits())  # a row's windows' mean (max for multi-label); one: itself
-        path = Path(self.output_path or default_path)
+        path = output_file(self.output_path, default_path)
+        if path.exists():
+            print(f"Overwriting {path} (--predictions.output_path names an existing file)")
         path.parent.mkdir(parents=True, exist_ok=True)
         names = list(pl_module.hparams.label_names)
         with path.open("w", newline="" if path.suffix == ".csv" else None) as f:
@@ -95,6 +98,18 @@ class PredictionWriter(BasePredictionWriter):
             {c: column[i] for c, column in columns.items()} | Prediction(task, names, value, threshold).row()
             for i, value in enumerate(values.tolist())
         ]
+
+
+def output_file(output_path: str | None, default_path: Path) -> Path:
+    """The file to write: the one named, else `default_path` or, when an earlier predict wrote it, the first free
+    `<stem>-N<suffix>` beside it: a run's predictions are never replaced unless the user names the file."""
+    if output_path:
+        return Path(output_path)
+    path, n = default_path, 0
+    while path.exists():
+        n += 1
+        path = default_path.with_name(f"{default_path.stem}-{n}{default_path.suffix}")
+    return path
 
 
 def _flatten(row: dict) -> dict:

@@ -28,9 +28,15 @@ def fitted(tmp_path, tiny_model, reviews_dir):
     return base
 
 
-def test_predict_best_writes_one_row_per_input_in_order(tmp_path, fitted, reviews_dir):
+def test_predict_best_writes_one_row_per_input_in_order(tmp_path, fitted, reviews_dir, capsys):
     cli_main(["predict", "--config", str(fitted), "--ckpt_path", "best"])
-    rows = [json.loads(line) for line in (run_dir(tmp_path) / "predictions.jsonl").read_text().splitlines()]
+    first = run_dir(tmp_path) / "predictions.jsonl"
+    rows = [json.loads(line) for line in first.read_text().splitlines()]
+    # A second predict keeps the first one's file; a file named with --predictions.output_path is replaced, said so.
+    cli_main(["predict", "--config", str(fitted), "--ckpt_path", "best"])
+    assert (run_dir(tmp_path) / "predictions-1.jsonl").read_text() == first.read_text()
+    cli_main(["predict", "--config", str(fitted), "--ckpt_path", "best", "--predictions.output_path", str(first)])
+    assert f"Overwriting {first} (--predictions.output_path names an existing file)" in capsys.readouterr().out
     test = pd.read_parquet(reviews_dir / "data" / "test-00000-of-00001.parquet")
     assert len(rows) == len(test)
     assert [r["text"] for r in rows] == test["text"].tolist()  # input order, not length order
