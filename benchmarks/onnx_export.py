@@ -6,7 +6,9 @@ Copies the `hf_model/` export to a temporary folder, writes `model.onnx` and `mo
 `modules.outputs.onnx.export_onnx` (what `--export.onnx true --export.quantize true` runs), then on the data's test
 split, in file order, in batches of `--batch_size` padded to their longest row:
 - the largest |logit difference| between PyTorch fp32 and onnxruntime fp32 over the first `--parity_rows` rows;
-- accuracy of PyTorch fp32, onnxruntime fp32 and onnxruntime int8 on the whole split;
+- the task's score of PyTorch fp32, onnxruntime fp32 and onnxruntime int8 on the whole split: accuracy
+  (single-label), micro-F1 at the export's threshold (multi-label: `hf_lightning_threshold`, else 0.5), RMSE
+  (regression);
 - rows/s of each (tokenization excluded: every backend gets the same tokenized batches), best of `--repeats`.
 """
 
@@ -19,9 +21,43 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import load_dataset
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from modules.data.tasks import TASKS
 from modules.outputs.onnx import OnnxLogits, export_onnx
+
+METRICS = {"single_label": "accuracy", "multi_label": "micro-F1", "regression": "RMSE"}
+
+
+def gold(values: list, task: str, label2id: dict[str, int], num_labels: int) -> np.ndarray:
+    """The split's labels as the task scores them: ids (single-label), a 0/1 row per input (multi-label: lists of
+    names or ids, or already 0/1 rows), values (regression). Label names map through the export's `label2id`."""
+    if task == "regression":
+        return np.asarray(values, dtype=np.float64)
+    if task == "single_label":
+        return np.asarray([label2id[v] if isinstance(v, str) else int(v) for v in values])
+    rows = np.zeros((len(values), num_labels))
+    for row, labels in zip(rows, values):
+        if (
+            len(labels) == num_labels
+            and all(v in (0, 1) for v in labels)
+            and not any(isinstance(v, str) for v in labels)
+        ):
+            row[:] = labels  # already a 0/1 row
+        else:
+            row[[label2id[v] if isinstance(v, str) else int(v) for v in labels]] = 1
+    return rows
+
+
+def score(task: str, logits: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    """Accuracy (single-label), micro-F1 of the labels whose sigmoid is above `threshold`, or RMSE (regression)."""
+    if task == "single_label":
+        return float((logits.argmax(-1) == labels).mean())
+    if task == "regression":
+        return float(np.sqrt(((logits.reshape(-1) - labels) ** 2).mean()))
+    predicted = 1 / (1 + np.exp(-logits)) > threshold
+    true_positives = float((predicted & (labels == 1)).sum())
+    return 2 * true_positives / max(float(predicted.sum() + labels.sum()), 1.0)
 
 
 def main() -> None:
@@ -38,8 +74,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    config = AutoConfig.from_pretrained(args.model)
+    task = TASKS[config.problem_type or ("regression" if config.num_labels == 1 else "single_label_classification")]
+    threshold = getattr(config, "hf_lightning_threshold", None) or 0.5
     rows = load_dataset(args.data, split=args.split)
-    texts, labels = list(rows[args.text_column]), np.asarray(list(rows[args.label_column]))
+    texts = list(rows[args.text_column])
+    labels = gold(list(rows[args.label_column]), task, config.label2id, config.num_labels)
     work = Path(tempfile.mkdtemp(prefix="onnx-bench-"))
     folder = work / "hf_model"
     shutil.copytree(args.model, folder)
@@ -78,11 +118,12 @@ def main() -> None:
     parity = np.abs(results["onnxruntime fp32"][0][: args.parity_rows] - reference[: args.parity_rows]).max()
     print(f"max |logit difference|, pytorch fp32 vs onnxruntime fp32, first {args.parity_rows} rows: {parity:.2e}")
     baseline = results["pytorch fp32"][1]
-    print(f"{'backend':<18} {'accuracy':>9} {'rows/s':>8} {'vs pytorch':>10}   ({len(texts)} rows of {args.split}, "
-          f"batch {args.batch_size}, {args.threads} threads)")  # fmt: skip
+    metric = METRICS[task] + (f" @{threshold}" if task == "multi_label" else "")
+    print(f"{'backend':<18} {metric:>14} {'rows/s':>8} {'vs pytorch':>10}   ({len(texts)} rows of {args.split}, "
+          f"{task}, batch {args.batch_size}, {args.threads} threads)")  # fmt: skip
     for name, (logits, seconds) in results.items():
-        accuracy = float((logits.argmax(-1) == labels).mean())
-        print(f"{name:<18} {accuracy:>9.4f} {len(texts) / seconds:>8.1f} {baseline / seconds:>9.2f}x")
+        value = score(task, logits, labels, threshold)
+        print(f"{name:<18} {value:>14.4f} {len(texts) / seconds:>8.1f} {baseline / seconds:>9.2f}x")
     shutil.rmtree(work)
 
 
