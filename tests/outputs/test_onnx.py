@@ -67,10 +67,11 @@ def test_fit_writes_both_files_into_the_export(tiny_model, reviews_dir, tmp_path
 def test_commands_after_the_fact(tiny_model, tmp_path, capsys):
     folder = tmp_path / "hf_model"
     shutil.copytree(tiny_model, folder)
-    onnx_module.main([str(folder), "--quantize"])
+    export_main([str(folder), "--onnx", "--quantize"])  # ONNX files for an existing export
     assert (folder / ONNX_FILE).is_file() and (folder / INT8_FILE).is_file()
     with pytest.raises(SystemExit) as stopped:
-        export_main(["some.ckpt", str(tmp_path / "out"), "--quantize"])  # --quantize without --onnx: refused
+        (tmp_path / "some.ckpt").touch()
+        export_main([str(tmp_path / "some.ckpt"), str(tmp_path / "out"), "--quantize"])  # without --onnx: refused
     assert stopped.value.code == 2 and "add --onnx" in capsys.readouterr().err
 
 
