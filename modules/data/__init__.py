@@ -1,9 +1,10 @@
 """Data: load a Hub dataset, a local folder or files (`sources`), discover and encode labels (`labels`), clean and
 tokenize (`preprocess`, with Arrow row checks in `arrow_rows`), pad batches (`collate`), and sample them by length,
 resumably (`sampler`). `build` turns sources into a stage's tokenized splits; `HFDataModule` (`datamodule`) holds
-the settings, loaders and checkpoint state. `streaming` reads a train split larger than memory; `long_text` windows
-long documents and aggregates their logits; `stats` reports on the data for `check`; `demo` builds the offline demo
-model and data. `tasks` is the task table, light enough for the server.
+the settings, lifecycle and checkpoint state, and hands the model its `DataContract` (`contract`, with the one
+max_length clamp); `loaders` makes its data loaders. `streaming` reads a train split larger than memory; `long_text`
+windows long documents and aggregates their logits; `stats` reports on the data for `check`; `demo` builds the
+offline demo model and data. `tasks` is the task table, light enough for the server.
 
 `HFDataModule` is imported on first use (PEP 562), so `import modules.data.tasks` loads no Lightning or datasets.
 """

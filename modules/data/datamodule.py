@@ -6,26 +6,24 @@ What the model and the outputs need from the data is `HFDataModule.contract`, a 
 import os
 from typing import Literal
 
-import torch
 from datasets import Dataset
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from modules.data import arrow_rows
 from modules.data.build import BuiltData, build, build_streaming
 from modules.data.collate import PaddingCollator
 from modules.data.contract import DataContract
 from modules.data.labels import LabelSpec
-from modules.data.sampler import LengthGroupedSampler, ResumableDataLoader
+from modules.data.loaders import padding_collator, split_loader, streaming_train_loader
 from modules.data.sources import (
     check_dataset_source,
     check_files_exist,
     check_model_source,
     file_list,
 )
-from modules.data.streaming import StreamingBatches, StreamingDataLoader, check_streaming_arguments, open_stream
+from modules.data.streaming import check_streaming_arguments
 from modules.errors import HFLightningError
 from modules.runs.record import data_state
 
@@ -223,99 +221,23 @@ class HFDataModule(LightningDataModule):
             return build_streaming(self)
         return build(self, stage)
 
-    def _streaming_train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        if trainer is not None and trainer.max_steps < 0:
-            raise HFLightningError(
-                "--data.streaming true repeats the stream, so training needs a length: set --trainer.max_steps."
-            )
-        stream = open_stream(
-            self.dataset,
-            self.dataset_config,
-            self.data_files,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
-        )
-        batches = StreamingBatches(
-            stream,
-            self.tokenizer,
-            self.effective_max_length,
-            self.text_column,
-            self.text_pair_column,
-            self.label_column,
-            self.label_spec,
-            self.batch_size,
-            self.buffer_size,
-            self.group_by_length,
-            self.seed,
-        )
-        return StreamingDataLoader(
-            batches,
-            batches_done=self._train_batches_done if trainer else lambda: 0,
-            collate_fn=self.collator(),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
     # ------------------------------------------------------------------------------------------- dataloaders
     def collator(self) -> PaddingCollator:
-        spec = self.label_spec
-        on_gpu = bool(self.trainer and self.trainer.strategy.root_device.type == "cuda")
-        return PaddingCollator(
-            pad_token_id=self.tokenizer.pad_token_id,
-            pad_token_type_id=self.tokenizer.pad_token_type_id,
-            padding_side=self.tokenizer.padding_side,
-            # Tensor cores want lengths in multiples of 8; on CPUs exact lengths are cheapest.
-            pad_to_multiple_of=self.pad_to_multiple_of or (8 if on_gpu else None),
-            label_dtype=torch.long if spec is None or spec.task == "single_label" else torch.float,
-        )
-
-    def _loader(self, name: str, train: bool) -> DataLoader:
-        dataset = self.datasets[name]
-        trainer = self.trainer
-        batch_size = self.batch_size if train else self.eval_batch_size
-        sampler = LengthGroupedSampler(
-            arrow_rows.column(dataset, "length").to_numpy(),
-            batch_size,
-            num_replicas=trainer.world_size if trainer else 1,
-            rank=trainer.global_rank if trainer else 0,
-            shuffle=train,
-            group_by_length=self.group_by_length,
-            seed=self.seed,
-        )
-        kwargs = {
-            "batch_size": batch_size,
-            "sampler": sampler,
-            "collate_fn": self.collator(),
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
-            "pin_memory": bool(trainer and trainer.strategy.root_device.type == "cuda"),
-            # Its own generator: creating an iterator then draws no number from the global RNG, which would shift
-            # the dropout masks of a resumed run against an uninterrupted one.
-            "generator": torch.Generator().manual_seed(self.seed),
-        }
-        dataset = dataset.select_columns([c for c in dataset.column_names if c != "length"])
-        if train and trainer is not None:
-            return ResumableDataLoader(dataset, batches_done=self._train_batches_done, **kwargs)
-        return DataLoader(dataset, **kwargs)
-
-    def _train_batches_done(self) -> int:
-        # Batches the training loop has taken this epoch; the loader's own count would include the prefetched ones.
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return padding_collator(self)
 
     def train_dataloader(self) -> DataLoader:
         if self.streaming:
-            return self._streaming_train_dataloader()
-        return self._loader("train", train=True)
+            return streaming_train_loader(self)
+        return split_loader(self, "train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", train=False)
+        return split_loader(self, "validation", train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return split_loader(self, "test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", train=False)
+        return split_loader(self, "predict", train=False)
 
     # ------------------------------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
