@@ -14,7 +14,6 @@ share (forked ones share many) once per process; PSS splits them, so its sum is 
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,14 +22,9 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from serve_load import free_port  # a sibling script: benchmarks/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def healthy(port: int) -> bool:

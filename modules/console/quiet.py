@@ -87,32 +87,28 @@ def quiet_library_noise() -> None:
     _add_once("huggingface_hub.repocard", _DropMessages("Repo card metadata block was not found"))
     _add_once("transformers.modeling_utils", _PlainText())
     _add_once("transformers.modeling_utils", _NewHeadInOneLine())
+    for message, module in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+
+
+# Warnings with nothing for the user to do, each by its message and the module that raises it (anything else shows).
+_IGNORED_WARNINGS = [
     # Lightning's own call of a torch API it has not caught up with (lightning 2.6 with torch 2.13).
-    warnings.filterwarnings(
-        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", module=r"lightning\.pytorch\.utilities"
-    )
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities"),
     # `main.py` and the tuner hand LightningCLI its arguments on purpose (the door strips the command's own argv).
-    warnings.filterwarnings(
-        "ignore", message=r"LightningCLI's args parameter is intended to run from within Python", module=r"lightning"
-    )
+    (r"LightningCLI's args parameter is intended to run from within Python", r"lightning"),
     # The tuner's worker heartbeat (`heartbeat_interval`, `fail_stale_trials`), which it relies on: Optuna calls both
     # experimental at every use.
-    warnings.filterwarnings(
-        "ignore",
-        message=r"Argument ``heartbeat_interval`` is an experimental|optuna\.storages\._heartbeat\.fail_stale_trials ",
-        module=r"optuna|modules\.tune",
-    )
+    (
+        r"Argument ``heartbeat_interval`` is an experimental|optuna\.storages\._heartbeat\.fail_stale_trials ",
+        r"optuna|modules\.tune",
+    ),
     # Regression's Spearman correlation keeps each evaluation's predictions to rank them (a float per row): the
     # metric the run reports, not something the user can change.
-    warnings.filterwarnings(
-        "ignore", message=r"Metric `SpearmanCorrcoef` will save all targets and predictions", module=r"torchmetrics"
-    )
+    (r"Metric `SpearmanCorrcoef` will save all targets and predictions", r"torchmetrics"),
     # bf16/16-mixed: the summary's size estimate assumes 32-bit weights, which is what mixed precision keeps.
-    warnings.filterwarnings(
-        "ignore",
-        message=r"Precision .* is not supported by the model summary",
-        module=r"lightning\.pytorch\.utilities\.model_summary",
-    )
+    (r"Precision .* is not supported by the model summary", r"lightning\.pytorch\.utilities\.model_summary"),
+]
 
 
 def plain_output() -> None:
