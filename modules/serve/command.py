@@ -171,9 +171,16 @@ def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM in the server's own process: LitServe's Ctrl-C path. In a process forked from it (the HTTP server),
     which inherits this handler and whose uvicorn re-raises the SIGTERM it stopped on once it has drained: a clean
     exit. A KeyboardInterrupt there printed a traceback; dying of the signal skipped multiprocessing's finalizers,
-    and the resource tracker then warned of leaked semaphores."""
+    and the resource tracker then warned of leaked semaphores. LitServe's manager process stays up."""
     if os.getpid() == _SERVER_PID:
         raise KeyboardInterrupt
+    import multiprocessing
+
+    if multiprocessing.current_process().name.startswith("SyncManager"):
+        # LitServe's multiprocessing manager, which holds the shutdown event and queues: a stop signalled to the
+        # whole process group (systemd, `kill -- -PGID`) reaches it too, and its exit crashed the server's monitor
+        # thread mid-drain. The server process shuts it down once the workers are done.
+        return
     sys.exit(0)
 
 
