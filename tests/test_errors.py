@@ -119,6 +119,14 @@ def test_monitor_metric_never_logged(tmp_path, tiny_model, reviews_dir):
         )
 
 
+@pytest.mark.parametrize("threshold", ["0", "1.5", "-0.2"])
+def test_threshold_outside_0_1_fails_before_any_data_is_read(tmp_path, tiny_model, csv_splits, threshold):
+    args = ["--data.data_files", _files(csv_splits), "--model.threshold", threshold]
+    with pytest.raises(HFLightningError, match=rf"--model.threshold must be in \(0, 1\).*got {float(threshold)}"):
+        _fit(tmp_path, tiny_model, *args)
+    assert not (tmp_path / "logs").exists()  # refused at instantiation: no run folder, nothing tokenized
+
+
 @pytest.mark.e2e
 def test_error_is_one_line_and_exit_status_2(tmp_path, tiny_model, reviews_dir):
     base = write_base_config(tmp_path, tiny_model, data={"dataset": str(reviews_dir)})

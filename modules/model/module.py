@@ -105,6 +105,11 @@ class TransformerModule(EvaluationSteps, LightningModule):
         """
         super().__init__()
         check_lora_args(lora_r, lora_alpha, lora_dropout)
+        if not 0 < threshold < 1:  # 0 or 1 would predict every label or none: a typo, never a choice
+            raise HFLightningError(
+                f"--model.threshold must be in (0, 1): a label counts as predicted when its probability is above it; "
+                f"got {threshold}."
+            )
         build.check_layers(model_name_or_path, num_layers)  # from the config alone, before any data is read
         self.save_hyperparameters()
         self.model: PreTrainedModel | None = None
