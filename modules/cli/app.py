@@ -244,6 +244,7 @@ def main(args: list[str] | None = None) -> None:
     SIGTERM exits with 143, Ctrl-C with 130."""
     try:
         cli_main(args)
+        _release_process_group()
     except HFLightningError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -260,3 +261,12 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(143)
     except KeyboardInterrupt:
         sys.exit(130)  # the shell's status for Ctrl-C; a graceful stop's checkpoint is written already
+
+
+def _release_process_group() -> None:
+    """A finished multi-process run hands its process group back before the interpreter exits. Left to the
+    interpreter's teardown, gloo's threads once ended a rank whose fit had finished with SIGABRT ("terminate called
+    without an active exception"), failing the launch. Every collective is done by now; single-process runs have none.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
