@@ -20,6 +20,7 @@ from modules.console.progress import LogInterval, PlainModelSummary, default_pro
 from modules.console.quiet import plain_output, quiet_library_noise
 from modules.data import HFDataModule
 from modules.data.arrow_rows import ReleaseMappedPages
+from modules.decisions.callback import FitDecisions
 from modules.errors import HFLightningError
 from modules.model import TransformerModule
 from modules.outputs.export import HFExport
@@ -55,6 +56,7 @@ class HFLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One home per value: the tokenizer and length limit follow the model being fine-tuned.
         parser.link_arguments("model.model_name_or_path", "data.model_name_or_path")
+        parser.add_lightning_class_args(FitDecisions, "decisions")  # before the export, which reads what it fits
         parser.add_lightning_class_args(HFExport, "export")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(TestReport, "report")

@@ -41,6 +41,8 @@ class BuiltData:
         label_counts: Train rows per label; None without a (whole) train split.
         datasets: Split name -> tokenized rows (windows with `--data.long_text chunk`).
         predict_raw: The predict rows as read, blank ones dropped.
+        eval_raw: Split -> the validation and test rows as cleaned, in the order of their `index` (the test report's
+            and label issues' texts).
         dropped_rows: Split -> reason -> rows dropped by cleaning, for `check`'s report.
         max_length: `--data.max_length` after `clamp_max_length`.
         stride: Tokens windows share with `--data.long_text chunk`; None when truncating.
@@ -54,6 +56,7 @@ class BuiltData:
     datasets: dict[str, Dataset] = field(default_factory=dict)
     label_counts: list[float] | None = None
     predict_raw: Dataset | None = None
+    eval_raw: dict[str, Dataset] = field(default_factory=dict)
     dropped_rows: dict[str, dict[str, int]] = field(default_factory=dict)
     stride: int | None = None
     windowed_texts: dict[str, int] = field(default_factory=dict)
@@ -68,7 +71,7 @@ def build(dm: "HFDataModule", stage: str) -> BuiltData:
     splits = select_splits(raw, STAGE_SPLITS[stage], dm.validation_size, dm.seed)
     for name, split in splits.items():
         check_columns(dm, split, name)
-    datasets, label_counts, predict_raw, dropped, texts = {}, None, None, {}, {}
+    datasets, label_counts, predict_raw, dropped, texts, eval_raw = {}, None, None, {}, {}, {}
     model_config = AutoConfig.from_pretrained(dm.model_name_or_path)
     max_length = preprocess.effective_max_length(dm.max_length, tokenizer, model_config)
     stride = window_stride(dm.stride, max_length) if dm.long_text == "chunk" else None
@@ -93,6 +96,8 @@ def build(dm: "HFDataModule", stage: str) -> BuiltData:
                 dm.drop_invalid_rows,
                 source_file(dm, name, raw),
             )
+            if name in ("validation", "test"):
+                eval_raw[name] = split
         datasets[name] = preprocess.tokenize(
             split,
             name,
@@ -120,6 +125,7 @@ def build(dm: "HFDataModule", stage: str) -> BuiltData:
         datasets=datasets,
         label_counts=label_counts,
         predict_raw=predict_raw,
+        eval_raw=eval_raw,
         dropped_rows=dropped,
         stride=stride,
         windowed_texts=texts,
@@ -150,6 +156,7 @@ def build_streaming(dm: "HFDataModule") -> BuiltData:
         label_spec=spec,
         max_length=max_length,
         datasets={"validation": validation},
+        eval_raw={"validation": split},
         dropped_rows={"validation": dropped},
         example_text=split[dm.text_column][0] if len(split) else None,
     )

@@ -17,7 +17,7 @@ transformers or torch), so the server can use it.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ class DataContract:
             without a train split or when it is streamed.
         train_rows: Rows of the train split (windows with `chunk`); 0 without one or when it is streamed.
         predict_raw: The rows `predict` runs on, as read (their columns come back with each prediction).
+        eval_raw: Split name (`validation`, `test`) -> its rows as cleaned, row `index` of the model's outputs
+            (modules/decisions/outputs.py) at position `index`: the texts of the test report and of label issues.
         dataset: `--data.dataset`, for the run's summary and model card.
         data_files: `--data.data_files`, for the same.
         example_text: A validation (else train) text, the usage example of the model card.
@@ -86,6 +88,7 @@ class DataContract:
     label_counts: list[float] | None = None
     train_rows: int = 0
     predict_raw: "Dataset | None" = None
+    eval_raw: "Mapping[str, Dataset]" = field(default_factory=dict)
     dataset: str | None = None
     data_files: str | list[str] | dict[str, str | list[str]] | None = None
     example_text: str | None = None

@@ -179,6 +179,7 @@ class HFDataModule(LightningDataModule):
             label_counts=built.label_counts,
             train_rows=len(built.datasets["train"]) if "train" in built.datasets else 0,
             predict_raw=built.predict_raw,
+            eval_raw=built.eval_raw,
             dataset=self.dataset,
             data_files=self.data_files,
             example_text=built.example_text,

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 from modules import compat
 from modules.data.contract import DataContract
 from modules.data.labels import PROBLEM_TYPES, TASKS, LabelSpec
+from modules.decisions.record import CHECKPOINT_KEY, Decisions
 from modules.errors import HFLightningError
 from modules.model import build
 from modules.model.evaluation import EvaluationSteps
@@ -260,12 +261,15 @@ class TransformerModule(EvaluationSteps, LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[HF_CONFIG_KEY] = self.model.config.to_dict()  # the schema: modules/runs/record.py
+        if self.decisions is not None:  # calibration and thresholds for these weights (modules/decisions)
+            checkpoint[CHECKPOINT_KEY] = self.decisions.to_dict()
         if self.hparams.lora_r:  # the frozen base weights are those of model_name_or_path: no need to store them
             trained = set(self.trained_keys())
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         trained_r = RunRecord.from_checkpoint(checkpoint).lora_r
+        self.decisions = Decisions.from_checkpoint(checkpoint)
         if trained_r != self.hparams.lora_r:  # the CLI takes it from the checkpoint; a hand-built module may not
             raise HFLightningError(
                 f"the checkpoint was trained with --model.lora_r {trained_r} but this run sets {self.hparams.lora_r}: "

@@ -17,13 +17,17 @@ class Prediction:
         names: Label names in id order (one name for regression).
         value: The predicted value (regression), else one score per label in `names` order: probabilities
             (softmax for single-label, sigmoid for multi-label) unless the caller applied another function.
-        threshold: Multi-label: the probability above which a label counts as present.
+        threshold: Multi-label: the probability above which a label counts as present, for every label or one per
+            label in `names` order (tuned thresholds, modules/decisions/thresholds.py).
+        decision: Single-label: `(label, threshold)`, the label predicted whenever its probability is above the
+            threshold (a target precision or recall), else the best other label. None: the best label.
     """
 
     task: str
     names: Sequence[str]
     value: float | list[float]
-    threshold: float = 0.5
+    threshold: float | Sequence[float] = 0.5
+    decision: tuple[str, float] | None = None
 
     def scores(self) -> dict[str, float]:
         """Each label's score, in id order."""
@@ -34,14 +38,26 @@ class Prediction:
         return sorted(zip(self.names, self._values()), key=lambda pair: -pair[1])
 
     def present(self) -> list[str]:
-        """Multi-label: the labels whose score is above the threshold, in id order."""
-        return [name for name, score in zip(self.names, self._values()) if score > self.threshold]
+        """Multi-label: the labels whose score is above their threshold, in id order."""
+        values = self._values()
+        thresholds = self.threshold if isinstance(self.threshold, Sequence) else [self.threshold] * len(values)
+        return [name for name, score, cut in zip(self.names, values, thresholds) if score > cut]
+
+    def label(self) -> str:
+        """Single-label: the predicted label (the best, or the decision's label when it is above its threshold)."""
+        ranked = self.ranked()
+        if self.decision is None:
+            return ranked[0][0]
+        name, cut = self.decision
+        if self.scores()[name] > cut:
+            return name
+        return next(other for other, _ in ranked if other != name)
 
     def row(self) -> dict:
         """`predict`'s fields: `prediction` (label, label list or value) and `probabilities` (label -> score)."""
         if self.task == "regression":
             return {"prediction": self.value}
-        label = self.present() if self.task == "multi_label" else self.ranked()[0][0]
+        label = self.present() if self.task == "multi_label" else self.label()
         return {"prediction": label, "probabilities": self.scores()}
 
     def answer(self, top_k: int | None = 1) -> dict | list[dict]:
@@ -53,7 +69,8 @@ class Prediction:
             return {"labels": self.present(), "scores": self.scores()}
         ranked = self.ranked()
         if top_k == 1:
-            return {"label": ranked[0][0], "score": ranked[0][1]}
+            label = self.label()
+            return {"label": label, "score": self.scores()[label]}
         return [{"label": name, "score": score} for name, score in ranked[:top_k]]
 
     def hugging_face(self, top_k: int | None = None) -> list[dict]:

@@ -22,6 +22,8 @@ from transformers import AutoTokenizer
 from modules.cli.plain_parser import PlainParser
 from modules.console.quiet import plain_output
 from modules.data.contract import clamp_max_length
+from modules.decisions.calibration import fold_into_head
+from modules.decisions.record import Decisions
 from modules.errors import HFLightningError
 from modules.model import trained_model
 from modules.model.lora import parameter_counts
@@ -53,6 +55,14 @@ def export_checkpoint(
     if record.problem_type == "multi_label_classification" and record.threshold is not None:
         # The threshold predict and test used, so `serve` decides as they did (modules/serve/api.py `describe`).
         model.config.hf_lightning_threshold = record.threshold
+    decisions = Decisions.from_checkpoint(state)
+    if decisions is not None:
+        # Calibrated probabilities for any reader of the folder (`pipeline`, ONNX, another server): the calibration
+        # goes into the head's last layer; the thresholds into the config, where `serve` reads them.
+        if decisions.calibration is not None:
+            fold_into_head(model, decisions.calibration, model.config.num_labels)
+        for key, value in decisions.export_keys().items():
+            setattr(model.config, key, value)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     # Some writers create files 0600 (temporary file, then rename); the export is for sharing: the user's umask.

@@ -128,7 +128,8 @@ def test_export_loads_in_pipeline_with_names_and_same_probabilities(tmp_path, fi
     module = TransformerModule.load_from_checkpoint(best).eval()  # standalone: no data, no download
     encoded = classifier.tokenizer(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        from_module = torch.softmax(module(dict(encoded)), dim=-1)
+        from_module = torch.softmax(module.calibrated(module(dict(encoded))), dim=-1)
+    assert module.decisions.calibration.method == "temperature"  # folded into the export's head
     assert torch.allclose(from_pipeline, from_module, atol=1e-5)
 
 
