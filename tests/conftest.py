@@ -111,3 +111,11 @@ def review_rows():
         return [dict(zip(data, values)) for values in zip(*data.values())]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def topic_files(tmp_path_factory) -> dict:
+    """Generated multi-label JSONL splits (tests/helpers.py `topic_rows`): 6 topics, `rare` absent from validation."""
+    from tests.helpers import write_topic_splits
+
+    return write_topic_splits(tmp_path_factory.mktemp("data") / "topics")

@@ -192,3 +192,46 @@ def live_processes_in_group(group: int) -> list[int]:
         if process_group == group and state != "Z":
             alive.append(int(stat.parent.name))
     return alive
+
+
+# Multi-label topics of the generated data: each label's cue word (in the tiny BERT's vocabulary) and how often a row
+# has the label. `rare` never occurs in validation: its threshold cannot be tuned (the fallback the report names).
+TOPICS = {
+    "art": "brilliant", "food": "charming", "music": "moving", "sport": "superb", "travel": "funny", "rare": "dull"
+}  # fmt: skip
+TOPIC_SHARE = {"art": 0.45, "food": 0.35, "music": 0.25, "sport": 0.15, "travel": 0.1, "rare": 0.04}
+
+
+def topic_rows(n: int, seed: int, split: str = "train", collapsed: bool = False) -> list[dict]:
+    """`n` JSONL rows `{"text", "labels": [names]}`: neutral filler words with each present label's cue (missing 10%
+    of the time; an absent label's cue appears 5% of the time). `collapsed`: the labels ignore the text, so a model
+    can only learn the most common label set."""
+    import random
+
+    from modules.data.demo import NEUTRAL
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        labels = [name for name, share in TOPIC_SHARE.items() if rng.random() < share]
+        if split == "validation":
+            labels = [name for name in labels if name != "rare"]
+        words = [rng.choice(NEUTRAL) for _ in range(rng.randint(3, 10))]
+        cue_rows = [name for name in TOPICS if rng.random() < 0.4] if collapsed else labels
+        for name in TOPICS:
+            if (name in cue_rows and rng.random() < 0.9) or (name not in cue_rows and rng.random() < 0.05):
+                for _ in range(2):
+                    words.insert(rng.randrange(len(words) + 1), TOPICS[name])
+        rows.append({"text": " ".join(words), "labels": labels})
+    return rows
+
+
+def write_topic_splits(folder: Path, sizes: tuple[int, int, int] = (800, 300, 300), collapsed: bool = False) -> dict:
+    """train/validation/test JSONL files of `topic_rows`; returns `{split: path}`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for seed, (split, n) in enumerate(zip(("train", "validation", "test"), sizes)):
+        paths[split] = folder / f"{split}.jsonl"
+        rows = topic_rows(n, seed, split, collapsed)
+        paths[split].write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return {split: str(path) for split, path in paths.items()}

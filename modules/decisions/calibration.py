@@ -13,6 +13,8 @@ from modules.decisions.record import Calibration
 from modules.errors import HFLightningError
 
 BINS = 15  # ECE bins (equal width), as in Guo et al. and most reports
+PRIOR = 1e-3  # weight of the Gaussian prior that keeps log-scale and bias near 0, in units of mean NLL per row
+MIN_ROWS = 5  # multi-label: positives (and negatives) a label needs in validation for its own Platt scaling
 
 
 def apply(logits: torch.Tensor, calibration: Calibration | None) -> torch.Tensor:
@@ -75,7 +77,12 @@ def fit(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, with_bias
     `with_bias` False fits a temperature per label only (a head without a bias, GPT-2's `score`, cannot take a
     Platt shift). The scale is fitted in log space (it stays positive: ranks are kept); L-BFGS on the few
     parameters takes milliseconds for thousands of rows."""
-    logits, labels = logits.detach().double().cpu(), labels.detach().cpu()
+    # Called from validation hooks, which run under inference mode: fresh tensors and autograd back on.
+    with torch.inference_mode(False), torch.enable_grad():
+        return _fit(logits.detach().double().cpu().clone(), labels.detach().cpu().clone(), multi_label, with_bias)
+
+
+def _fit(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, with_bias: bool) -> Calibration:
     num_labels = logits.shape[-1]
     log_scale = torch.zeros(num_labels if multi_label else 1, dtype=torch.float64, requires_grad=True)
     shifted = multi_label and with_bias
@@ -86,16 +93,27 @@ def fit(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, with_bias
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
         scaled = logits * log_scale.exp() + (bias if shifted else 0)
-        loss = _nll(scaled, labels, multi_label)
+        # A weak prior on the identity: on validation data a label separates perfectly, the likelihood alone would
+        # push its scale to infinity (probabilities of exactly 0 and 1 that the test split then punishes).
+        prior = PRIOR * ((log_scale**2).sum() + (bias**2).sum())
+        loss = _nll(scaled, labels, multi_label) + prior
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    scale = tuple(float(v) for v in log_scale.detach().exp())
+    scale = [float(v) for v in log_scale.detach().exp()]
+    shift = [float(v) for v in bias.detach()]
+    if multi_label:  # a label seen (or missed) fewer than MIN_ROWS times in validation keeps its raw scores
+        positives = labels.float().sum(0)
+        for column in torch.nonzero((positives < MIN_ROWS) | (len(labels) - positives < MIN_ROWS)).flatten():
+            scale[column] = 1.0
+            if shift:
+                shift[column] = 0.0
+    scale = tuple(scale)
     calibration = Calibration(
         method="platt" if multi_label else "temperature",
         scale=scale,
-        bias=tuple(float(v) for v in bias.detach()),
+        bias=tuple(shift),
         rows=len(logits),
     )
     after = apply(logits, calibration)
