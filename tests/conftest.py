@@ -119,3 +119,24 @@ def topic_files(tmp_path_factory) -> dict:
     from tests.helpers import write_topic_splits
 
     return write_topic_splits(tmp_path_factory.mktemp("data") / "topics")
+
+
+@pytest.fixture(scope="session")
+def topic_run(tiny_model, topic_files, tmp_path_factory) -> dict:
+    """One multi-label `fit` on `topic_files`, shared: calibrated, per-label thresholds tuned, exported with ONNX.
+    Returns `config` (the run's YAML: pass it with `--config` to test/predict/validate), `run_dir`, `export` and
+    `files`. Tests must not change the run's checkpoints (copy one first)."""
+    from modules.cli.app import cli_main
+    from tests.helpers import run_dir, write_base_config
+
+    folder = tmp_path_factory.mktemp("topic-run")
+    config = write_base_config(
+        folder,
+        tiny_model,
+        trainer={"max_epochs": 8},
+        model={"model_name_or_path": str(tiny_model), "learning_rate": 3e-3},
+        data={"batch_size": 8, "data_files": topic_files, "label_column": "labels"},
+        export={"enabled": True, "onnx": True},
+    )
+    cli_main(["fit", "--config", str(config)])
+    return {"config": config, "run_dir": run_dir(folder), "export": run_dir(folder) / "hf_model", "files": topic_files}
