@@ -4,7 +4,9 @@ Memory stays flat in the file's size: each batch's logits are added into one flo
 as they come, in whatever order the length-sorted batches run; at the end the rows are written in input order, a
 chunk of the input's columns at a time. With `--data.long_text chunk` a row's windows are averaged there (max for
 multi-label; `WindowTotals`, modules/data/long_text.py), so there is one prediction per input however many windows
-it took. A row's fields come from `Prediction.row` (modules/outputs/answers.py), as the server's answers do.
+it took. A row's fields come from `Prediction.row` (modules/outputs/answers.py), as the server's answers do, decided
+by the module's `decision_rule()`: the run's tuned thresholds or binary decision, unless the command was given its own
+`--model.threshold` (modules/decisions). The logits arrive calibrated (`predict_step`).
 """
 
 import csv
@@ -18,6 +20,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from modules.data.long_text import WindowTotals
 from modules.data.tasks import TASKS
+from modules.decisions.record import DecisionRule
 from modules.model.loss import task_outputs
 from modules.outputs.answers import Prediction
 from modules.runs.paths import run_folder
@@ -76,12 +79,13 @@ class PredictionWriter(BasePredictionWriter):
         if path.exists():
             print(f"Overwriting {path} (--predictions.output_path names an existing file)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        names = list(pl_module.hparams.label_names)
+        names = [str(name) for name in pl_module.hparams.label_names]
+        rule = pl_module.decision_rule()
         with path.open("w", newline="" if path.suffix == ".csv" else None) as f:
             writer = None
             for start in range(0, len(raw), CHUNK_ROWS):
-                rows = self._rows(raw[start : start + CHUNK_ROWS], names, task, pl_module.hparams.threshold,
-                                  values[start : start + CHUNK_ROWS])  # fmt: skip
+                chunk = slice(start, start + CHUNK_ROWS)
+                rows = self._rows(raw[chunk], names, task, rule, values[chunk])
                 if path.suffix != ".csv":
                     f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
                     continue
@@ -92,10 +96,11 @@ class PredictionWriter(BasePredictionWriter):
         print(f"Wrote {len(raw)} predictions to {path}")
 
     @staticmethod
-    def _rows(columns: dict, names: list, task: str, threshold: float, values: torch.Tensor) -> list[dict]:
+    def _rows(columns: dict, names: list, task: str, rule: DecisionRule, values: torch.Tensor) -> list[dict]:
         """Rows of one chunk: the input's own columns (an `id`, say) come back with each prediction."""
         return [
-            {c: column[i] for c, column in columns.items()} | Prediction(task, names, value, threshold).row()
+            {c: column[i] for c, column in columns.items()}
+            | Prediction(task, names, value, rule.threshold, rule.decision).row()
             for i, value in enumerate(values.tolist())
         ]
 
