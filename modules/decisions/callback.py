@@ -22,9 +22,11 @@ class FitDecisions(Callback):
         calibrate: Fit temperature scaling (single-label) or per-label Platt scaling (multi-label) on the validation
             outputs by log-likelihood: probabilities that mean what they say (a 0.8 is right about 80% of the time).
             Single-label accuracy is unchanged. The export folds it into the classifier's last layer. False keeps
-            the raw scores.
+            the raw scores; None (default) calibrates whenever the run validates, true insists (an error without
+            validation).
         tune_thresholds: Multi-label: one threshold per label, the best validation F1's. Labels with fewer than
-            `min_positives` validation positives keep `--model.threshold`. False: `--model.threshold` for all.
+            `min_positives` validation positives keep `--model.threshold`. False: `--model.threshold` for all;
+            None (default) tunes whenever the run validates, true insists.
         target_precision: Multi-label: instead of the best F1, the threshold that reaches this validation precision
             with the most recall, for every label (a number) or the named ones (`{label: 0.9}`). Binary single-label:
             the precision of `target_label`.
@@ -41,8 +43,8 @@ class FitDecisions(Callback):
 
     def __init__(
         self,
-        calibrate: bool = True,
-        tune_thresholds: bool = True,
+        calibrate: bool | None = None,
+        tune_thresholds: bool | None = None,
         target_precision: float | dict[str, float] | None = None,
         target_recall: float | None = None,
         target_label: str | None = None,
@@ -79,12 +81,14 @@ class FitDecisions(Callback):
             return
         if stage == "validate" and not trainer.ckpt_path:
             raise HFLightningError("--decisions.recalibrate true writes into a checkpoint: pass --ckpt_path.")
-        if not trainer.limit_val_batches:
-            asked = "--decisions.recalibrate true" if stage == "validate" else "calibration and thresholds"
+        asked = [name for name, value in (("calibrate", self.calibrate), ("tune_thresholds", self.tune_thresholds),
+                 ("recalibrate", self.recalibrate)) if value is True]  # fmt: skip
+        asked += [name for name in ("target_precision", "target_recall") if getattr(self, name) is not None]
+        if not trainer.limit_val_batches and asked:
             raise HFLightningError(
-                f"{asked} are fitted on the validation split, which --trainer.limit_val_batches 0 turns off: "
-                "allow validation, or pass --decisions.calibrate false --decisions.tune_thresholds false."
-            )  # fmt: skip
+                f"--decisions.{asked[0]} is fitted on the validation split, which --trainer.limit_val_batches 0 "
+                "turns off: allow validation, or drop the flag."
+            )
         self._check_targets(trainer, pl_module)
 
     def _check_targets(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -141,12 +145,12 @@ class FitDecisions(Callback):
             return Decisions(task, tuple(names), default_threshold=default)
         multi_label = task == "multi_label"
         calibration = None
-        if self.calibrate:
+        if self.calibrate is not False:
             layer = calibrating.head_layer(pl_module.model, len(names))  # fails now, not at the export
             calibration = calibrating.fit(outputs.logits, outputs.labels, multi_label, layer.bias is not None)
         probabilities = task_outputs(task, calibrating.apply(outputs.logits, calibration))
         thresholds, untuned, targets, tuned_for = None, {}, (), None
-        if multi_label and (self.tune_thresholds or self.target_precision is not None):
+        if multi_label and (self.tune_thresholds is not False or self.target_precision is not None):
             thresholds, untuned, targets = tune_multi_label(
                 probabilities, outputs.labels, names, default, self.min_positives, self.target_precision
             )
