@@ -195,7 +195,7 @@ class FitDecisions(Callback):
             self._history.append(scalars)
             moved = flat(self._history)
             if moved:
-                findings.append(f"{', '.join(moved)} has not moved in {len(self._history[-3:])} validations")
+                findings.append(f"{', '.join(moved)} stuck below 0.5 for {len(self._history[-3:])} validations")
         if findings:
             print(f"warning: the model's validation predictions look collapsed: {'; '.join(findings)}. {ADVICE}.")
 

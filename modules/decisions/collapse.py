@@ -40,10 +40,11 @@ def collapse_findings(predicted: torch.Tensor, labels: torch.Tensor, names: list
     return findings
 
 
-def flat(history: list[dict[str, float]], epochs: int = 3) -> list[str]:
-    """Metrics (loss left out) equal to 4 decimals over the last `epochs` validations."""
+def flat(history: list[dict[str, float]], epochs: int = 3, low: float = 0.5) -> list[str]:
+    """Metrics (loss left out) stuck: equal to 4 decimals over the last `epochs` validations, and below `low` (a
+    model that converged at 0.95 is not stuck)."""
     if len(history) < epochs:
         return []
     last = history[-epochs:]
     names = [k for k in last[-1] if not k.endswith("_loss") and all(k in h for h in last)]
-    return [k for k in names if len({round(h[k], 4) for h in last}) == 1]
+    return [k for k in names if len({round(h[k], 4) for h in last}) == 1 and last[-1][k] < low]
