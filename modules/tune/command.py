@@ -5,8 +5,10 @@ its own; any number of workers, on one machine or many, share one study through 
         --storage sqlite:///tune.db --study_name lr
 
 Arguments this command does not know are passed on to every trial's `fit` (e.g. `--trainer.max_epochs 1`).
-The objective is the monitored metric of the config's checkpoint callback at its best checkpoint, in that callback's
-`mode`. Pruning (optuna-integration's Lightning callback, median pruner) watches the same metric after each validation.
+The objective is `--metric` (default: the config's checkpoint callback's monitor), any metric the fit logs at
+validation, taken at the trial's best checkpoint (the one its checkpoint callback keeps, the model the trial yields),
+in `--direction`. Pruning (optuna-integration's Lightning callback, median pruner) watches the same metric after each
+validation.
 `--n_trials` is the study's total over all workers. A worker killed mid-trial stops beating its heartbeat; another
 worker marks that trial failed after `--grace_period` seconds. At the end: a table of the trials, and the best
 trial's full config as `best.yaml`, which `python main.py fit --config best.yaml` reproduces.
@@ -26,6 +28,7 @@ import yaml
 
 from modules.cli.plain_parser import PlainParser
 from modules.console.quiet import quiet_library_noise
+from modules.data.tasks import PROBLEM_TYPES
 from modules.errors import HFLightningError
 from modules.tune.search_space import Parameter, as_flags, load_search_space
 
@@ -45,6 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--search", required=True, help="search-space YAML: dotted CLI key -> distribution")
     parser.add_argument("--n_trials", type=int, required=True, help="trials in the study, over all workers")
     parser.add_argument("--study_name", required=True, help="the study; workers with the same name share it")
+    parser.add_argument(
+        "--metric",
+        help="the objective: a metric the fit logs at validation, e.g. val_f1_macro (default: the checkpoint "
+        "callback's monitor), taken at the trial's best checkpoint",
+    )
+    parser.add_argument(
+        "--direction",
+        choices=["minimize", "maximize"],
+        help="minimize or maximize --metric (default: the checkpoint callback's mode for its monitor; for another "
+        "metric, minimize a loss or mse and maximize the rest)",
+    )
     parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///<output_dir>/study.db)")
     parser.add_argument("--output_dir", help="trial run folders, best.yaml, trials.csv (default: tune/<study_name>)")
     parser.add_argument("--pruning", choices=["true", "false"], default="true", help="median pruning (default true)")
@@ -87,7 +101,8 @@ def run(argv: list[str] | None = None) -> Any:
     url = args.storage or f"sqlite:///{output_dir / 'study.db'}"
     base = [flag for config in args.config for flag in ("--config", config)] + fit_args
     settings = _check(base, space)  # before any trial: the configs, the extra flags and every searched key parse
-    monitor, mode = settings["monitor"], settings["mode"]
+    monitor = settings["monitor"]  # what picks each trial's best checkpoint
+    metric, direction = _objective(args.metric, args.direction, settings)  # and what is read from it
     pruner = (
         optuna.pruners.MedianPruner(args.pruner_startup_trials, args.pruner_warmup_epochs)
         if args.pruning == "true"
@@ -109,21 +124,23 @@ def run(argv: list[str] | None = None) -> Any:
         study = optuna.create_study(
             study_name=args.study_name,
             storage=storage,
-            direction="minimize" if mode == "min" else "maximize",
+            direction=direction,
             sampler=sampler,
             pruner=pruner,
             load_if_exists=True,
         )
+        _same_objective(study, metric, direction)
         if args.baseline == "true" and not study.get_trials(deepcopy=False):
             # The config as it is, first: the table then says what the search gained over it.
             study.enqueue_trial(settings["baseline"], user_attrs={"baseline": True})
-    print(f"Study {args.study_name!r} in {url}: {monitor} ({mode}), {args.n_trials} trials in all.")
+    chosen = "" if metric == monitor else f" at the best checkpoint by {monitor}"
+    print(f"Study {args.study_name!r} in {url}: {direction} {metric}{chosen}, {args.n_trials} trials in all.")
 
     def objective(trial: Any) -> float:
         claim.release()  # the trial has its number: the next worker may ask for one
         values = {p.key: p.suggest(trial) for p in space}
         folder = _folder_flags(settings["logger"], output_dir, trial.number)
-        callbacks = [pruning_callback(trial, monitor)] if args.pruning == "true" else []
+        callbacks = [pruning_callback(trial, metric)] if args.pruning == "true" else []
         metrics = ValidationMetrics(monitor)
         started = time.perf_counter()
         try:
@@ -138,8 +155,14 @@ def run(argv: list[str] | None = None) -> Any:
             raise
         trial.set_user_attr("seconds", time.perf_counter() - started)
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("metrics", metrics.at(score))
-        return score
+        best = metrics.at(score)
+        value = score if metric == monitor else best.get(metric)
+        trial.set_user_attr("metrics", {name: v for name, v in best.items() if name != metric})
+        if value is None or not math.isfinite(value):
+            problem = f"no finite {metric} at the best checkpoint (by {monitor})"
+            trial.set_user_attr("error", f"ValueError: {problem}")
+            raise ValueError(problem)
+        return value
 
     with _Claim(url) as claim:
         while True:
@@ -174,8 +197,76 @@ def _check(base: list[str], space: list[Parameter]) -> dict:
         "monitor": init_args["monitor"],
         "mode": init_args.get("mode", "min"),
         "logger": loggers[0] if loggers else None,
+        "data": config.get("data") or {},
         "baseline": {p.key: value for p in space if p.contains(value := _lookup(config, p.key))},
     }
+
+
+def _objective(metric: str | None, direction: str | None, settings: dict) -> tuple[str, str]:
+    """The metric to optimize and its direction; a metric the fit never logs at validation fails here, before any
+    trial (pruning reads it after each validation, the objective at the best checkpoint's)."""
+    monitor, mode = settings["monitor"], settings["mode"]
+    metric = metric or monitor
+    if metric == monitor:
+        return metric, direction or ("minimize" if mode == "min" else "maximize")
+    tasks = [task for task in PROBLEM_TYPES if metric in _validation_names(task)]
+    if not tasks:
+        known = sorted({name for task in PROBLEM_TYPES for name in _validation_names(task)})
+        raise HFLightningError(
+            f"--metric {metric}: no fit logs it at validation; use one of {known} (test-only and per-label "
+            "metrics are not logged during fit)."
+        )
+    if len(tasks) < len(PROBLEM_TYPES):
+        task = _data_task(settings["data"])
+        if task is not None and task not in tasks:
+            raise HFLightningError(
+                f"--metric {metric}: a {task} run never logs it; use one of {_validation_names(task)}."
+            )
+    # The logged names are a closed set: the losses and the mean squared error fall as the model improves.
+    return metric, direction or ("minimize" if metric.endswith(("_loss", "_mse")) else "maximize")
+
+
+def _validation_names(task: str) -> list[str]:
+    from modules.model.metrics import logged_names
+
+    return logged_names(task, "val")
+
+
+def _data_task(data: dict) -> str | None:
+    """The task `fit` will find in the data (None: it cannot tell, and the trial will say why): `--data.task`, else
+    the train split's labels as `fit` reads them, loaded without tokenizing (and cached for the trials)."""
+    from modules.data.labels import infer_label_spec
+    from modules.data.sources import load_splits
+
+    if data.get("task", "auto") != "auto":
+        return data["task"]
+    if data.get("streaming"):
+        return "single_label"  # a streamed fit is single-label (modules/data/streaming.py)
+    raw = load_splits(
+        data.get("dataset"),
+        data.get("dataset_config"),
+        data.get("data_files"),
+        None,
+        "test",
+        data.get("text_column", "text"),
+    )
+    if "train" not in raw:
+        return None
+    return infer_label_spec(raw["train"], data.get("label_column", "label"), "auto").task
+
+
+def _same_objective(study: Any, metric: str, direction: str) -> None:
+    """Every worker of a study optimizes one metric in one direction: the first to start records them."""
+    recorded = study.user_attrs.get("metric")
+    recorded_direction = study.direction.name.lower()
+    if recorded is None and not study.get_trials(deepcopy=False):
+        study.set_user_attr("metric", metric)
+        recorded = metric
+    if (recorded or metric, recorded_direction) != (metric, direction):
+        raise HFLightningError(
+            f"study {study.study_name!r} {recorded_direction}s {recorded or 'another metric'}; this worker was given "
+            f"--metric {metric} --direction {direction}: give the same, or a new --study_name."
+        )
 
 
 def _lookup(config: dict, key: str) -> Any:

@@ -1,7 +1,8 @@
 """The end of a study: the table of its trials (printed and `trials.csv`) and the best trial's config (`best.yaml`).
 
-The table shows, beside the objective, every other `val_*` metric of each trial's best validation (`val_acc` when
-the objective is `val_loss`), which a trial records with `ValidationMetrics`.
+The table shows, beside the objective, every other `val_*` metric of the validation that gave each trial's best
+checkpoint (`val_acc` when the objective is `val_loss`; `val_loss` when it is `val_f1_macro` and the checkpoint
+callback monitors `val_loss`), which a trial records with `ValidationMetrics`.
 """
 
 import csv
@@ -15,7 +16,12 @@ from modules.tune.search_space import Parameter
 
 
 class ValidationMetrics(Callback):
-    """Each validation's `val_*` metrics, so the trial can record them at its best value of the monitored one."""
+    """Each validation's `val_*` metrics (and the checkpoint's monitor), so the trial can read them at its best
+    checkpoint.
+
+    Args:
+        monitor: The metric the checkpoint callback selects the best checkpoint by.
+    """
 
     def __init__(self, monitor: str) -> None:
         self.monitor = monitor
@@ -25,15 +31,18 @@ class ValidationMetrics(Callback):
         if trainer.sanity_checking:
             return
         metrics = trainer.callback_metrics
-        self.validations.append({k: float(v) for k, v in metrics.items() if k.startswith("val_") and v.numel() == 1})
+        self.validations.append(
+            {k: float(v) for k, v in metrics.items() if (k.startswith("val_") or k == self.monitor) and v.numel() == 1}
+        )
 
     def at(self, score: float) -> dict[str, float]:
-        """The validation whose monitored value is `score` (the best checkpoint's), without the monitor itself."""
+        """The metrics of the validation whose monitored value is `score` (the best checkpoint's): the first one, as
+        the checkpoint callback keeps the first of equal values."""
         found = [v for v in self.validations if self.monitor in v]
         if not found:
             return {}
         best = min(found, key=lambda v: abs(v[self.monitor] - score))
-        return {k: v for k, v in sorted(best.items()) if k != self.monitor}
+        return dict(sorted(best.items()))
 
 
 def write_report(study: Any, space: list[Parameter], output_dir: Path) -> None:

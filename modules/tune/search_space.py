@@ -100,7 +100,8 @@ def _parameter(key: str, spec: object, path: Path) -> Parameter:
     step = spec.get("step")
     if step is not None and (log or not isinstance(step, numbers) or step <= 0):
         raise HFLightningError(f"{where}: `step` must be a positive number and cannot go with `log: true`.")
-    return Parameter(key, spec["type"], float(low), float(high), log, step)
+    cast = int if spec["type"] == "int" else float  # `--trainer.max_epochs 1.0` would not parse as an int
+    return Parameter(key, spec["type"], cast(low), cast(high), log, step)
 
 
 def as_flags(values: dict[str, Any]) -> list[str]:

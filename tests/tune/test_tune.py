@@ -1,5 +1,7 @@
-"""Hyperparameter search (modules/tune/command.py): a shared study over the CLI, failures, pruning, best.yaml, kills."""
+"""Hyperparameter search (modules/tune/command.py): a shared study over the CLI, failures, pruning, best.yaml, kills,
+and an objective other than the checkpoint's monitor."""
 
+import csv
 import os
 import signal
 import subprocess
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, write_base_config
+from helpers import ROOT, write_base_config, write_topic_splits
 from modules.cli.app import cli_main
 from modules.errors import HFLightningError
 from modules.tune.command import run
@@ -111,6 +113,57 @@ def test_pruned_trial_is_recorded_as_pruned(tmp_path, tiny_model, reviews_dir):
     assert [t.params["model.learning_rate"] for t in trials] == [3e-3, 3e-3, 1e-9]
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert max(trials[2].intermediate_values) == 1  # stopped after epoch 1, not run to the end
+
+
+@pytest.mark.parametrize(
+    ("metric", "names"),
+    [("val_acc", "a multi_label run never logs it"), ("val_f1_macr", "no fit logs it at validation")],
+)
+def test_a_metric_the_fit_never_logs_fails_before_any_trial(metric, names, tmp_path, tiny_model, topic_files):
+    data = {"data_files": topic_files, "label_column": "labels"}
+    base = write_base_config(tmp_path, tiny_model, data=data)
+    search = _search(tmp_path, {"model.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3}})
+    with pytest.raises(HFLightningError, match=f"--metric {metric}: {names}"):
+        run(_args(tmp_path, base, search, 2, "--metric", metric))
+    assert not (tmp_path / "tune" / "trials").exists()  # no trial ran
+
+
+def _validations(run_dir: Path) -> list[dict[str, float]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f) if row.get("val_loss")]
+
+
+def test_metric_flag_optimizes_and_prunes_on_another_validation_metric(tmp_path, tiny_model):
+    # Multi-label: maximize val_f1_macro while the checkpoint callback keeps the best val_loss. Small splits, and a
+    # threshold under the commonest label's share, so that two short epochs give F1s above 0 that differ.
+    data = {"data_files": write_topic_splits(tmp_path / "topics", (240, 80, 80)), "label_column": "labels"}
+    model = {"model_name_or_path": str(tiny_model), "threshold": 0.3}
+    decisions = {"calibrate": False, "tune_thresholds": False}  # what the objective reads does not need them
+    base = write_base_config(tmp_path, tiny_model, data=data, model=model, decisions=decisions)
+    space = {
+        "model.learning_rate": {"type": "categorical", "choices": [3e-3, 1e-2]},
+        "trainer.max_epochs": {"type": "int", "low": 1, "high": 2},
+    }
+    objective = ("--metric", "val_f1_macro", "--direction", "maximize")
+    # Pruning on with the default 5 startup trials: both trials report to the pruner, neither is stopped.
+    run(_args(tmp_path, base, _search(tmp_path, space), 2, *objective, "--sampler", "random", "--seed", "0",
+              pruning="true"))  # fmt: skip
+    study = _study(tmp_path)
+    assert study.direction.name == "MAXIMIZE" and study.user_attrs["metric"] == "val_f1_macro"
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for trial in study.trials:
+        validations = _validations(Path(trial.user_attrs["run_dir"]))
+        assert len(validations) == trial.params["trainer.max_epochs"]
+        best = min(validations, key=lambda v: v["val_loss"])  # the best checkpoint's validation
+        assert trial.value == pytest.approx(best["val_f1_macro"], abs=1e-6) and trial.value > 0
+        assert trial.user_attrs["metrics"]["val_loss"] == pytest.approx(best["val_loss"], abs=1e-6)
+        # The pruner watched the same metric, once per epoch.
+        reported = [trial.intermediate_values[epoch] for epoch in sorted(trial.intermediate_values)]
+        assert reported == pytest.approx([v["val_f1_macro"] for v in validations], abs=1e-6)
+    # Another worker of the study with another objective is turned away before its first trial.
+    with pytest.raises(HFLightningError, match="'s' maximizes val_f1_macro; this worker was given --metric val_loss"):
+        run(_args(tmp_path, base, _search(tmp_path, space), 3, "--metric", "val_loss"))
+    assert len(_study(tmp_path).trials) == 2
 
 
 def _worker(tmp_path: Path, base: Path, search: Path, n_trials: int, *extra: str) -> subprocess.Popen:
