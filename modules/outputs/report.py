@@ -1,112 +1,204 @@
-"""The test report of a single-label run: a confusion-matrix figure and a per-class precision/recall/F1 table.
+"""The test report a person reads: what the run decided (calibration, thresholds), precision/recall/F1 per label,
+calibration before and after, the labels the model mixes up, a regression's residuals, the wrong rows
+(`test_errors.csv`, modules/outputs/errors.py) and the figures (modules/outputs/figures.py).
 
-matplotlib is optional (`pip install hf-lightning[plots]`): without it the table is still written.
+How to read each file: docs/outputs.md, "The test report".
 """
 
 import csv
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 
+from modules.decisions.calibration import BINS, expected_calibration_error, reliability
+from modules.decisions.callback import describe
+from modules.decisions.collapse import ADVICE, collapse_findings
+from modules.errors import HFLightningError
+from modules.model.loss import task_outputs
+from modules.outputs import breakdown, errors
+from modules.outputs import figures as drawing
 from modules.runs.paths import run_folder
 
-
-def per_class_rows(matrix: torch.Tensor, names: list[str]) -> list[dict]:
-    """precision, recall, F1 and support per label from a confusion matrix (rows: true label, columns: predicted).
-
-    A label never predicted has precision 0, one absent from the data recall 0 (torchmetrics' convention).
-    """
-    matrix = matrix.double()
-    hits, predicted, support = matrix.diagonal(), matrix.sum(0), matrix.sum(1)
-    precision = torch.where(predicted > 0, hits / predicted.clamp(min=1), 0.0)
-    recall = torch.where(support > 0, hits / support.clamp(min=1), 0.0)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
-    return [
-        {"label": name, "precision": p, "recall": r, "f1": f, "support": int(s)}
-        for name, p, r, f, s in zip(names, precision.tolist(), recall.tolist(), f1.tolist(), support.tolist())
-    ]
-
-
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| label | precision | recall | f1 | support |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {r['label']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | {r['support']} |" for r in rows
-    ]
-    return "\n".join(lines)
-
-
-def confusion_figure(matrix: torch.Tensor, names: list[str]):
-    """A matplotlib Figure of the counts (no pyplot: no display or backend needed)."""
-    from matplotlib.figure import Figure
-
-    n = len(names)
-    size = min(4 + 0.5 * n, 20)
-    figure = Figure(figsize=(size, size))
-    axes = figure.subplots()
-    image = axes.imshow(matrix.numpy(), cmap="Blues")
-    axes.set_xticks(range(n), labels=names, rotation=45, ha="right")
-    axes.set_yticks(range(n), labels=names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(f"Test confusion matrix ({int(matrix.sum())} rows)")
-    if n <= 30:  # beyond that the numbers no longer fit their cells
-        high = matrix.max().item() / 2
-        for i in range(n):
-            for j in range(n):
-                count = int(matrix[i, j])
-                axes.text(j, i, count, ha="center", va="center", color="white" if count > high else "black")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)  # as tall as the matrix
-    figure.tight_layout()
-    return figure
+WORST_PRINTED = 10  # regression: the rows with the largest errors the report prints
 
 
 class TestReport(Callback):
-    """The per-class report of `test` (single-label models): confusion matrix and precision/recall/F1 per label.
+    """The report of `test`: per-label scores, calibration, the labels mixed up and the wrong rows.
 
-    Writes `test_confusion_matrix.png` and `test_per_class.csv` into the run folder, prints the per-class table, and
-    adds the figure to TensorBoard (and both files to MLflow).
-
-    The counts come from torchmetrics' confusion matrix, synchronised across processes: every test row once.
+    Prints the report and writes into the run folder `test_per_class.csv` (precision, recall, F1, support per label;
+    multi-label adds each label's threshold and whether it was tuned), `test_errors.csv` (the wrong rows, most
+    confident first), and with matplotlib `test_confusion_matrix.png` (single-label) and `test_reliability.png`
+    (classifiers). TensorBoard gets the figures, MLflow every file. Every test row counts once, also across
+    processes and with `--data.long_text chunk` (one row per document). docs/outputs.md says how to read it.
 
     Args:
         enabled: Write the report at the end of `test`.
+        errors: Write `test_errors.csv`.
+        regression_errors: Regression: the rows of `test_errors.csv`, those with the largest absolute errors.
     """
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, errors: bool = True, regression_errors: int = 100) -> None:
+        if regression_errors < 1:
+            raise HFLightningError(f"--report.regression_errors must be at least 1, got {regression_errors}.")
         self.enabled = enabled
+        self.errors = errors
+        self.regression_errors = regression_errors
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        matrix = getattr(pl_module, "test_confusion_matrix", None)
-        if not self.enabled or matrix is None:
+        outputs = getattr(pl_module, "test_outputs", None)
+        if not self.enabled or outputs is None or not len(outputs):
             return
         folder = run_folder(trainer)  # on every rank: a collective
         if not trainer.is_global_zero:
             return
         folder.mkdir(parents=True, exist_ok=True)
-        names = [str(name) for name in pl_module.hparams.label_names]
-        rows = per_class_rows(matrix, names)
-        table = folder / "test_per_class.csv"
-        with table.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        print(markdown_table(rows))
-        files = [table]
-        try:
-            figure = confusion_figure(matrix, names)
-        except ImportError:
-            print("No confusion-matrix figure: matplotlib is not installed (`pip install hf-lightning[plots]`).")
-        else:
-            files.append(folder / "test_confusion_matrix.png")
-            figure.savefig(files[-1], dpi=120)
-            for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_figure("test_confusion_matrix", figure, trainer.global_step, close=False)
+        task, names = pl_module.task, [str(name) for name in pl_module.hparams.label_names]
+        predicted = pl_module.decide(outputs.logits)
+        probabilities = task_outputs(task, pl_module.calibrated(outputs.logits))
+        print(f"\nTest report ({len(outputs):,} rows)")
+        for line in describe(pl_module.decisions) if pl_module.decisions is not None else ():
+            print(line)
+        figures: dict = {}
+        files = (
+            [] if task == "regression" else [self._classification(folder, pl_module, predicted, probabilities, figures)]
+        )
+        source, columns = _inputs(trainer)
+        if task == "regression":
+            worst = errors.error_rows(task, outputs.index, outputs.labels, predicted, probabilities, names,
+                                      regression_rows=WORST_PRINTED)  # fmt: skip
+            _print_regression(breakdown.residual_summary(predicted, outputs.labels),
+                              errors.with_inputs(worst, source, columns))  # fmt: skip
+        if self.errors:
+            files.append(self._write_errors(folder, pl_module, predicted, probabilities, source, columns))
+        findings = collapse_findings(predicted, outputs.labels, names, task)
+        if findings:
+            print(f"warning: the model's test predictions look collapsed: {'; '.join(findings)}. {ADVICE}.")
+        files += _save_figures(folder, figures, trainer)
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 for path in files:
                     logger.experiment.log_artifact(logger.run_id, str(path))
         print(f"Wrote {', '.join(p.name for p in files)} to {folder}")
+
+    def _classification(self, folder: Path, pl_module, predicted, probabilities, figures: dict) -> Path:
+        outputs, task = pl_module.test_outputs, pl_module.task
+        names = [str(name) for name in pl_module.hparams.label_names]
+        multi_label = task == "multi_label"
+        if multi_label:
+            rows = breakdown.multi_label_rows(predicted, outputs.labels, names)
+            _add_thresholds(rows, pl_module)
+        else:
+            matrix = breakdown.confusion_matrix(predicted, outputs.labels, len(names))
+            rows = breakdown.per_class_rows(matrix, names)
+            figures["test_confusion_matrix"] = lambda: drawing.confusion_figure(matrix, names)
+        table = folder / "test_per_class.csv"
+        with table.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(breakdown.markdown_table(rows))
+        raw = task_outputs(task, outputs.logits)
+        if multi_label:
+            _print_f1(pl_module, predicted, raw)
+        calibrated = pl_module.decisions is not None and pl_module.decisions.calibration is not None
+        curves = {"raw": raw, "calibrated": probabilities} if calibrated else {"raw (not calibrated)": raw}
+        curves = {
+            name: (
+                reliability(p, outputs.labels, multi_label),
+                expected_calibration_error(p, outputs.labels, multi_label),
+            )
+            for name, p in curves.items()
+        }
+        print(f"ECE ({BINS} bins): " + ", ".join(f"{name} {ece:.4f}" for name, (_, ece) in curves.items()))
+        what = "each label's probability" if multi_label else "the predicted label's probability"
+        figures["test_reliability"] = lambda: drawing.reliability_figure(curves, what)
+        pairs = breakdown.confused_pairs(predicted, outputs.labels, names)
+        kind = "gold label -> a label predicted instead, in wrong rows" if multi_label else "gold -> predicted"
+        shown = ", ".join(f"{p['gold']} -> {p['predicted']} ({p['rows']})" for p in pairs) or "none"
+        print(f"Most confused ({kind}): {shown}")
+        return table
+
+    def _write_errors(self, folder: Path, pl_module, predicted, probabilities, source, columns: list[str]) -> Path:
+        outputs, task = pl_module.test_outputs, pl_module.task
+        names = [str(name) for name in pl_module.hparams.label_names]
+        thresholds = pl_module.decision_rule().per_label(len(names)) if task == "multi_label" else ()
+        rows = errors.error_rows(task, outputs.index, outputs.labels, predicted, probabilities, names, thresholds,
+                                 self.regression_errors)  # fmt: skip
+        path = folder / "test_errors.csv"
+        errors.write_errors(path, errors.with_inputs(rows, source, columns), errors.header(task, columns))
+        what = "largest errors" if task == "regression" else "wrong rows, most confident first"
+        print(f"test_errors.csv: {len(rows):,} {what}")
+        return path
+
+
+def _inputs(trainer: Trainer) -> tuple[object, list[str]]:
+    """The test split's cleaned rows (None when the data keeps none) and the columns test_errors.csv repeats."""
+    contract = getattr(trainer.datamodule, "contract", None)
+    source = contract.eval_raw.get("test") if contract is not None else None
+    data = trainer.datamodule
+    texts = [getattr(data, "text_column", "text"), getattr(data, "text_pair_column", None)]
+    return source, errors.input_columns(source, [c for c in texts if c])
+
+
+def _add_thresholds(rows: list[dict], pl_module) -> None:
+    """Multi-label: each label's threshold, whether it was tuned, and if not, why."""
+    rule, decisions = pl_module.decision_rule(), pl_module.decisions
+    tuned = isinstance(rule.threshold, Sequence)  # else one threshold for every label
+    for row, threshold in zip(rows, rule.per_label(len(rows))):
+        if tuned:
+            why = decisions.untuned.get(row["label"], "")
+        elif decisions is not None and decisions.thresholds is not None:
+            why = f"this command's --model.threshold {threshold} replaces the tuned thresholds"
+        else:
+            why = "the checkpoint has no tuned thresholds (--decisions.tune_thresholds false)"
+        row.update(threshold=round(threshold, 6), tuned=not why, untuned_because=why)
+
+
+def _print_f1(pl_module, predicted: torch.Tensor, raw: torch.Tensor) -> None:
+    """Multi-label: macro and micro F1 as decided, beside `--model.threshold` on the raw scores."""
+    labels, threshold = pl_module.test_outputs.labels, float(pl_module.hparams.threshold)
+    rule = pl_module.decision_rule()
+    decided = "tuned thresholds" if isinstance(rule.threshold, Sequence) else f"threshold {rule.threshold}"
+    calibrated = pl_module.decisions is not None and pl_module.decisions.calibration is not None
+    rows = []
+    for name, decisions in ((f"{decided}, {'calibrated' if calibrated else 'raw'} scores", predicted),
+                            (f"--model.threshold {threshold}, raw scores", raw > threshold)):  # fmt: skip
+        macro, micro = breakdown.f1_scores(decisions, labels)
+        rows.append({"decided at": name, "macro F1": macro, "micro F1": micro})
+    print(breakdown.markdown_table(rows))
+
+
+def _print_regression(summary: dict[str, float], worst: list[dict]) -> None:
+    print("Residuals (predicted - gold): " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+    print(f"The {len(worst)} largest errors:")
+    for row in worst:
+        inputs = [str(v) for k, v in row.items() if k not in ("index", "gold", "predicted", "error")]
+        text = " | ".join(inputs) or f"row {row['index']}"
+        text = text if len(text) <= 80 else text[:77] + "..."
+        print(f"  gold {row['gold']:.4f}  predicted {row['predicted']:.4f}  {text}")
+
+
+def _save_figures(folder: Path, figures: dict[str, Callable], trainer: Trainer) -> list[Path]:
+    """Each figure (name -> what draws it) as `<name>.png`, and into TensorBoard; one line instead without
+    matplotlib."""
+    if not figures:
+        return []
+    try:
+        built = {name: draw() for name, draw in figures.items()}
+    except ImportError:
+        print(f"No figures ({', '.join(f'{n}.png' for n in figures)}): matplotlib is not installed "
+              "(`pip install hf-lightning[plots]`).")  # fmt: skip
+        return []
+    paths = []
+    for name, figure in built.items():
+        paths.append(folder / f"{name}.png")
+        figure.savefig(paths[-1], dpi=120)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(name, figure, trainer.global_step, close=False)
+    return paths
