@@ -83,7 +83,13 @@ def test_mlflow_runs_twice_in_the_same_folder(tmp_path, tiny_model, reviews_dir)
     test_runs = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in ids]
     assert len(test_runs) == 1  # the test command is a run of its own, with its config and the test report
     artifacts = sorted(a.path for a in client.list_artifacts(test_runs[0].info.run_id))
-    assert artifacts == ["config_test.yaml", "test_confusion_matrix.png", "test_per_class.csv"]
+    assert artifacts == [
+        "config_test.yaml",
+        "test_confusion_matrix.png",
+        "test_errors.csv",
+        "test_per_class.csv",
+        "test_reliability.png",
+    ]
 
 
 @pytest.mark.parametrize("monitored", [False, True], ids=["window-mean", "monitored-every-step"])
