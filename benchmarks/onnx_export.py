@@ -6,9 +6,11 @@ Copies the `hf_model/` export to a temporary folder, writes `model.onnx` and `mo
 `modules.outputs.onnx.export_onnx` (what `--export.onnx true --export.quantize true` runs), then on the data's test
 split, in file order, in batches of `--batch_size` padded to their longest row:
 - the largest |logit difference| between PyTorch fp32 and onnxruntime fp32 over the first `--parity_rows` rows;
-- the task's score of PyTorch fp32, onnxruntime fp32 and onnxruntime int8 on the whole split: accuracy
-  (single-label), micro-F1 at the export's threshold (multi-label: `hf_lightning_threshold`, else 0.5), RMSE
-  (regression);
+- the task's score of PyTorch fp32, onnxruntime fp32 and onnxruntime int8 on the whole split, deciding as `predict`
+  and `serve` do, by the rule the export records (`DecisionRule.from_config`: per-label tuned thresholds, else the
+  run's `--model.threshold`, else 0.5; a binary decision for a target precision or recall): accuracy (single-label),
+  micro-F1 (multi-label), RMSE (regression). The export's weights hold the calibration, so its logits are the
+  calibrated ones;
 - rows/s of each (tokenization excluded: every backend gets the same tokenized batches), best of `--repeats`.
 """
 
@@ -24,6 +26,9 @@ from datasets import load_dataset
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from modules.data.tasks import TASKS
+from modules.decisions.record import DecisionRule
+from modules.decisions.thresholds import predicted
+from modules.model.loss import task_outputs
 from modules.outputs.onnx import OnnxLogits, export_onnx
 
 METRICS = {"single_label": "accuracy", "multi_label": "micro-F1", "regression": "RMSE"}
@@ -31,7 +36,7 @@ METRICS = {"single_label": "accuracy", "multi_label": "micro-F1", "regression": 
 
 def gold(values: list, task: str, label2id: dict[str, int], num_labels: int) -> np.ndarray:
     """The split's labels as the task scores them: ids (single-label), a 0/1 row per input (multi-label: lists of
-    names or ids, or already 0/1 rows), values (regression). Label names map through the export's `label2id`."""
+    names or ids, or already 0/1 rows), values (regression). Label names map through `label2id`."""
     if task == "regression":
         return np.asarray(values, dtype=np.float64)
     if task == "single_label":
@@ -49,15 +54,24 @@ def gold(values: list, task: str, label2id: dict[str, int], num_labels: int) -> 
     return rows
 
 
-def score(task: str, logits: np.ndarray, labels: np.ndarray, threshold: float) -> float:
-    """Accuracy (single-label), micro-F1 of the labels whose sigmoid is above `threshold`, or RMSE (regression)."""
-    if task == "single_label":
-        return float((logits.argmax(-1) == labels).mean())
+def score(task: str, logits: np.ndarray, labels: np.ndarray, rule: DecisionRule, names: list[str]) -> float:
+    """Accuracy (single-label), micro-F1 (multi-label) of the labels `rule` decides, or RMSE (regression)."""
     if task == "regression":
         return float(np.sqrt(((logits.reshape(-1) - labels) ** 2).mean()))
-    predicted = 1 / (1 + np.exp(-logits)) > threshold
-    true_positives = float((predicted & (labels == 1)).sum())
-    return 2 * true_positives / max(float(predicted.sum() + labels.sum()), 1.0)
+    decided = predicted(task, task_outputs(task, torch.from_numpy(logits).float()), rule, names).numpy()
+    if task == "single_label":
+        return float((decided == labels).mean())
+    true_positives = float(((decided == 1) & (labels == 1)).sum())
+    return 2 * true_positives / max(float(decided.sum() + labels.sum()), 1.0)
+
+
+def describe_rule(task: str, rule: DecisionRule) -> str:
+    """The rule in the table's header: `@0.5`, `@per-label` or `@pos>0.3`."""
+    if rule.decision is not None:
+        return f" @{rule.decision[0]}>{rule.decision[1]:.3g}"
+    if task != "multi_label":
+        return ""
+    return " @per-label" if isinstance(rule.threshold, tuple) else f" @{rule.threshold:g}"
 
 
 def main() -> None:
@@ -76,10 +90,12 @@ def main() -> None:
 
     config = AutoConfig.from_pretrained(args.model)
     task = TASKS[config.problem_type or ("regression" if config.num_labels == 1 else "single_label_classification")]
-    threshold = getattr(config, "hf_lightning_threshold", None) or 0.5
+    rule = DecisionRule.from_config(config)
+    names = [config.id2label[i] for i in range(config.num_labels)]
     rows = load_dataset(args.data, split=args.split)
     texts = list(rows[args.text_column])
-    labels = gold(list(rows[args.label_column]), task, config.label2id, config.num_labels)
+    label2id = {name: i for i, name in enumerate(names)}  # from id2label, the names the rule and answers use
+    labels = gold(list(rows[args.label_column]), task, label2id, config.num_labels)
     work = Path(tempfile.mkdtemp(prefix="onnx-bench-"))
     folder = work / "hf_model"
     shutil.copytree(args.model, folder)
@@ -118,11 +134,11 @@ def main() -> None:
     parity = np.abs(results["onnxruntime fp32"][0][: args.parity_rows] - reference[: args.parity_rows]).max()
     print(f"max |logit difference|, pytorch fp32 vs onnxruntime fp32, first {args.parity_rows} rows: {parity:.2e}")
     baseline = results["pytorch fp32"][1]
-    metric = METRICS[task] + (f" @{threshold}" if task == "multi_label" else "")
+    metric = METRICS[task] + describe_rule(task, rule)
     print(f"{'backend':<18} {metric:>14} {'rows/s':>8} {'vs pytorch':>10}   ({len(texts)} rows of {args.split}, "
           f"{task}, batch {args.batch_size}, {args.threads} threads)")  # fmt: skip
     for name, (logits, seconds) in results.items():
-        value = score(task, logits, labels, threshold)
+        value = score(task, logits, labels, rule, names)
         print(f"{name:<18} {value:>14.4f} {len(texts) / seconds:>8.1f} {baseline / seconds:>9.2f}x")
     shutil.rmtree(work)
 
