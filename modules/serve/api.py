@@ -5,6 +5,7 @@ Light on purpose: neither this module nor what a worker's `setup` imports loads 
 """
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from transformers.utils import logging as hf_logging
 from modules.data.contract import clamp_max_length
 from modules.data.long_text import aggregate_windows, encode_windows, window_stride
 from modules.data.tasks import TASKS
+from modules.decisions.record import DecisionRule
 from modules.errors import HFLightningError
 from modules.model.loss import task_outputs
 from modules.outputs.answers import Prediction
@@ -64,23 +66,53 @@ def describe(
 ) -> dict:
     """What `/info` says: the model, its task, label names (in id order), the longest input in tokens (by default the
     run's `--data.max_length`, which the export's tokenizer keeps), how longer inputs are read (by default as the
-    run read them: `--data.long_text` and `--data.stride`, kept in the export's config) and, multi-label, the
-    threshold (by default the run's `--model.threshold`, kept in the export's config, else 0.5)."""
+    run read them: `--data.long_text` and `--data.stride`, kept in the export's config) and how scores become labels,
+    as `predict` decides (the export's config, `DecisionRule.from_config`): multi-label, `threshold` (the run's
+    `--model.threshold`, else 0.5) and, when the run tuned them, `thresholds` ({label: threshold}); a binary
+    single-label model tuned for a target precision or recall, `decision` ({label, threshold}). `threshold` (serve's
+    `--threshold`) replaces every multi-label threshold."""
     config = AutoConfig.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     longest = clamp_max_length(max_length or tokenizer.model_max_length, config)  # the data's and the export's rule
     task = TASKS.get(config.problem_type or "single_label_classification", "single_label")
     labels = [config.id2label[i] for i in range(config.num_labels)]
+    if threshold is not None and task != "multi_label":
+        raise HFLightningError(f"--threshold applies to a multi-label model; this one is {task}: drop --threshold")
     info = {"model": str(folder), "task": task, "labels": labels, "max_length": longest}
+    rule = DecisionRule.from_config(config, threshold)
     if task == "multi_label":
-        threshold = threshold if threshold is not None else getattr(config, "hf_lightning_threshold", None)
-        info["threshold"] = 0.5 if threshold is None else threshold
+        default = threshold if threshold is not None else getattr(config, "hf_lightning_threshold", None)
+        info["threshold"] = 0.5 if default is None else float(default)
+        if isinstance(rule.threshold, Sequence):
+            info["thresholds"] = dict(zip(labels, rule.threshold))
+    elif rule.decision is not None:
+        info["decision"] = rule.describe()
     info["long_text"] = long_text or getattr(config, "hf_lightning_long_text", None) or "truncate"
     if info["long_text"] == "chunk":
         info["stride"] = window_stride(
             stride if stride is not None else getattr(config, "hf_lightning_stride", None), longest
         )
     return info
+
+
+def served_rule(info: dict) -> DecisionRule:
+    """The rule `describe` wrote into `info`: what every answer applies unless its request sets a threshold."""
+    if "decision" in info:
+        return DecisionRule(decision=(info["decision"]["label"], float(info["decision"]["threshold"])))
+    if "thresholds" in info:
+        return DecisionRule(threshold=tuple(float(info["thresholds"][name]) for name in info["labels"]))
+    return DecisionRule(threshold=float(info.get("threshold", 0.5)))
+
+
+def request_rule(rule: DecisionRule, threshold: float | dict[str, float] | None, labels: list[str]) -> DecisionRule:
+    """A request's own multi-label `threshold` (checked by `limits`): a number replaces every label's threshold,
+    `{label: number}` those labels' only."""
+    if threshold is None:
+        return rule
+    if not isinstance(threshold, dict):
+        return DecisionRule(threshold=float(threshold))
+    current = rule.per_label(len(labels))
+    return DecisionRule(threshold=tuple(float(threshold.get(name, cut)) for name, cut in zip(labels, current)))
 
 
 # What one more forward pass costs, in padded tokens: its fixed costs (per-layer kernel launches, smaller matmuls).
@@ -107,8 +139,8 @@ def plan_passes(lengths: list[int], most_rows: int, overhead: int) -> list[slice
 
 class ClassifierAPI(ls.LitAPI):
     """Requests are checked before they are queued (`limits`); here every request is valid, in the server's shape or
-    Hugging Face's (`limits.request_options` reads either). A multi-label label counts above the request's
-    `threshold`, else `info["threshold"]` (`describe`)."""
+    Hugging Face's (`limits.request_options` reads either). Scores become labels by the rule `info` describes
+    (`describe`: the run's tuned thresholds or binary decision), or by the request's own `threshold`."""
 
     def __init__(
         self,
@@ -123,6 +155,7 @@ class ClassifierAPI(ls.LitAPI):
         super().__init__(**kwargs)
         self.folder, self.info = folder, info
         self.rows_per_pass, self.threads, self.backend, self.dtype = rows_per_pass, threads, backend, dtype
+        self.rule = served_rule(info)
 
     def setup(self, device: str) -> None:
         if device == "cpu":
@@ -221,8 +254,10 @@ class ClassifierAPI(ls.LitAPI):
     def _answer(self, request: Options, values: list) -> dict | list:
         """One request's answer from its inputs' `values` (modules/outputs/answers.py, as `predict`'s rows): Hugging
         Face's list of `{"label", "score"}` lists, or the server's own `{"predictions": [...]}`."""
-        threshold = request.threshold if request.threshold is not None else self.info.get("threshold", 0.5)
-        predictions = [Prediction(self.info["task"], self.info["labels"], v, threshold) for v in values]
+        rule = request_rule(self.rule, request.threshold, self.info["labels"])
+        predictions = [
+            Prediction(self.info["task"], self.info["labels"], v, rule.threshold, rule.decision) for v in values
+        ]
         if request.hugging_face:
             return [p.hugging_face(request.top_k) for p in predictions]
         return {"predictions": [p.answer(request.top_k) for p in predictions]}

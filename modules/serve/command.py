@@ -1,9 +1,10 @@
 """`python main.py serve MODEL_DIR`: serve an `hf_model/` export (or a `.ckpt`) on LitServe.
 
 POST /predict  {"inputs": ["text", ...], "top_k": 1}   -> {"predictions": [{"label": ..., "score": ...}, ...]}
-               multi-label: {"labels": [...], "scores": {...}} per input; `"threshold": 0.3` overrides the server's
+               multi-label: {"labels": [...], "scores": {...}} per input; `"threshold": 0.3` (every label) or
+               `"threshold": {"label": 0.3}` (some labels) overrides the server's thresholds for that request
 POST /predict  {"inputs": "text", "parameters": {}}    -> [[{"label": ..., "score": ...}, ...]]  (Hugging Face's)
-GET  /health   "ok" once the model is loaded;   GET /info   model, task, labels, max_length, server settings
+GET  /health   "ok" once the model is loaded;   GET /info   model, task, labels, max_length, thresholds, settings
 """
 
 import argparse
@@ -42,8 +43,9 @@ def parse(args: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--threshold", type=float, default=None,
-        help="multi-label: probability above which a label counts; default the run's --model.threshold, kept in the "
-        'export, else 0.5; a request may set its own (`"threshold": 0.3`)',
+        help="multi-label: probability above which a label counts, for every label: replaces the run's tuned "
+        "per-label thresholds and --model.threshold (kept in the export; default: those, else 0.5); a request may "
+        'set its own (`"threshold": 0.3`, or `{"label": 0.3}` for some labels)',
     )  # fmt: skip
     parser.add_argument("--max_inputs", type=int, default=64, help="inputs per request")
     parser.add_argument("--max_chars", type=int, default=20_000, help="characters per text")
@@ -141,7 +143,10 @@ def main(args: list[str] | None = None) -> None:
         max_batch_size=options.max_batch_size,
         batch_timeout=options.batch_timeout,
     )
-    limits = Limits(options.max_body_bytes, options.max_inputs, options.max_chars, info["task"] == "multi_label")
+    limits = Limits(
+        options.max_body_bytes, options.max_inputs, options.max_chars, info["task"] == "multi_label",
+        tuple(info["labels"]),
+    )  # fmt: skip
     middlewares = [(RequestLimits, {"limits": limits})]
     if options.api_key:  # listed last, so outermost: a request without the key is refused before its body is read
         middlewares.append((ApiKey, {"key": options.api_key}))

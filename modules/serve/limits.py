@@ -6,9 +6,10 @@ before it is read whole), parses and checks it, and answers 4xx with a one-line 
 `ApiKey`, in front of it when `--api_key` is set, answers 401 to any request but the health check without the key.
 
 Two request shapes are accepted (docs/serve.md): the server's own `{"inputs": [...], "top_k": 1, "threshold": 0.3}`
-(`threshold`: multi-label only), and Hugging
-Face's `{"inputs": ..., "parameters": {"top_k": ..., "function_to_apply": ...}}` (what `InferenceClient` sends). A
-request with `parameters` is answered in Hugging Face's shape (`request_options`).
+(`threshold`, multi-label only: a number for every label or `{label: number}` for some), and Hugging Face's
+`{"inputs": ..., "parameters": {"top_k": ..., "function_to_apply": ...}}` (what `InferenceClient` sends). A request
+with `parameters` is answered in Hugging Face's shape (`request_options`): every label's score, no threshold applied,
+so it takes none.
 """
 
 import hmac
@@ -28,6 +29,7 @@ class Limits:
     max_inputs: int = 64
     max_chars: int = 20_000
     multi_label: bool = False  # the model is multi-label: a request may set its own `threshold`
+    labels: tuple[str, ...] = ()  # the model's labels, which a request's `{label: threshold}` may name
 
 
 class RequestError(ValueError):
@@ -45,6 +47,13 @@ def check_payload(body: bytes, limits: Limits) -> dict:
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise RequestError(422, 'expected a JSON object {"inputs": ["text", ...]}')
     hugging_face = "parameters" in payload
+    parameters = payload.get("parameters")
+    if hugging_face and ("threshold" in payload or isinstance(parameters, dict) and "threshold" in parameters):
+        raise RequestError(
+            422,
+            "`threshold` applies to the server's own shape (without `parameters`); Hugging Face's shape answers "
+            "every label's score and the client decides",
+        )
     unknown = set(payload) - ({"inputs", "parameters"} if hugging_face else {"inputs", "top_k", "threshold"})
     if unknown and hugging_face:
         raise RequestError(
@@ -79,19 +88,40 @@ def check_payload(body: bytes, limits: Limits) -> dict:
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise RequestError(422, "`top_k` must be a positive integer, or null for every label's score")
     if "threshold" in payload:
-        _check_threshold(payload["threshold"], limits.multi_label)
+        _check_threshold(payload["threshold"], limits)
     return payload
 
 
-def _check_threshold(threshold: object, multi_label: bool) -> None:
-    """A request's own multi-label threshold: a number strictly between 0 and 1."""
-    number = isinstance(threshold, int | float) and not isinstance(threshold, bool)
-    if not number or not 0 < threshold < 1:
+def _check_threshold(threshold: object, limits: Limits) -> None:
+    """A request's own multi-label threshold: a number strictly between 0 and 1 for every label, or `{label: number}`
+    for some labels (the others keep the server's)."""
+    if isinstance(threshold, dict):
+        unknown = sorted(set(threshold) - set(limits.labels))
+        if limits.multi_label and unknown:
+            raise RequestError(
+                422, f"`threshold` names unknown label(s) {unknown}: this model's labels are {list(limits.labels)}"
+            )
+        if not threshold:
+            raise RequestError(422, "`threshold` is an empty object: name at least one label, or give a number")
+        for label, value in threshold.items():
+            if not _probability(value):
+                raise RequestError(
+                    422,
+                    f"`threshold` of {json.dumps(label)} must be a number between 0 and 1 (exclusive), got "
+                    f"{json.dumps(value)}",
+                )
+    elif not _probability(threshold):
         raise RequestError(
-            422, f"`threshold` must be a number between 0 and 1 (exclusive), got {json.dumps(threshold)}"
+            422,
+            "`threshold` must be a number between 0 and 1 (exclusive) or an object {label: number}, got "
+            f"{json.dumps(threshold)}",
         )
-    if not multi_label:
+    if not limits.multi_label:
         raise RequestError(422, "`threshold` applies to a multi-label model; this one picks the top label")
+
+
+def _probability(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
 
 
 def _checked_parameters(parameters: object) -> object:
@@ -115,7 +145,8 @@ class Options(NamedTuple):
     top_k: int | None  # labels per answer; None: every label
     function_to_apply: str | None  # None: the task's own (softmax, sigmoid, or the value for regression)
     hugging_face: bool  # answer in Hugging Face's shape
-    threshold: float | None = None  # multi-label: the request's own; None: the server's
+    threshold: float | dict[str, float] | None = None  # multi-label: the request's own, for every label or some
+    # (`{label: number}`); None: the server's
 
 
 def request_options(payload: dict) -> Options:

@@ -204,9 +204,10 @@ def test_pairs_are_scored_as_pairs(server, trained):
         ({"inputs": "x", "parameters": {"truncate": True}}, 422, "unknown parameter(s) ['truncate']"),
         ({"inputs": "x", "parameters": {"function_to_apply": "relu"}}, 422, "function_to_apply"),
         ({"inputs": "x", "parameters": {}, "top_k": 2}, 422, "goes inside it"),
-        ({"inputs": ["x"], "threshold": 1.5}, 422, "`threshold` must be a number between 0 and 1 (exclusive), got 1.5"),
-        ({"inputs": ["x"], "threshold": "0.3"}, 422, 'between 0 and 1 (exclusive), got "0.3"'),
+        ({"inputs": ["x"], "threshold": 1.5}, 422, "`threshold` must be a number between 0 and 1 (exclusive) or an"),
+        ({"inputs": ["x"], "threshold": "0.3"}, 422, 'or an object {label: number}, got "0.3"'),
         ({"inputs": ["x"], "threshold": 0.3}, 422, "`threshold` applies to a multi-label model"),  # this one picks one
+        ({"inputs": "x", "parameters": {"threshold": 0.3}}, 422, "Hugging Face's shape answers every label's score"),
     ],
     ids=[
         "malformed",
@@ -225,6 +226,7 @@ def test_pairs_are_scored_as_pairs(server, trained):
         "threshold-range",
         "threshold-type",
         "threshold-single-label",
+        "hf-threshold",
     ],  # fmt: skip
 )
 def test_bad_input_is_a_4xx_and_the_next_request_is_answered(server, body, status, says):
@@ -395,13 +397,27 @@ def test_long_text_defaults_to_the_runs(tiny_model, tmp_path):
         describe(folder, 32, None, 20)
 
 
-def test_the_threshold_follows_the_export_unless_serve_is_given_one(tiny_model, tmp_path):
+def test_the_thresholds_follow_the_export_unless_serve_is_given_one(tiny_model, tmp_path):
     folder = _saved(tiny_model, tmp_path / "model", "multi_label_classification", ["art", "news"])
-    assert describe(folder, None)["threshold"] == 0.5  # an export that records none
+    assert describe(folder, None)["threshold"] == 0.5 and "thresholds" not in describe(folder, None)  # records none
     config = AutoConfig.from_pretrained(folder)
     config.hf_lightning_threshold = 0.3
     config.save_pretrained(folder)
     assert describe(folder, None)["threshold"] == 0.3
     assert describe(folder, None, threshold=0.7)["threshold"] == 0.7
+    config.hf_lightning_thresholds = {"news": 0.8, "art": 0.2}  # what a run that tuned them records
+    config.save_pretrained(folder)
+    info = describe(folder, None)
+    assert info["thresholds"] == {"art": 0.2, "news": 0.8} and info["threshold"] == 0.3 and "decision" not in info
+    given = describe(folder, None, threshold=0.7)  # serve --threshold: every label's
+    assert given["threshold"] == 0.7 and "thresholds" not in given
+
     single = _saved(tiny_model, tmp_path / "single", "single_label_classification", ["neg", "pos"])
-    assert "threshold" not in describe(single, None)
+    assert "threshold" not in describe(single, None) and "decision" not in describe(single, None)
+    config = AutoConfig.from_pretrained(single)
+    config.hf_lightning_decision = {"label": "pos", "threshold": 0.3}  # a target precision or recall for `pos`
+    config.save_pretrained(single)
+    info = describe(single, None)
+    assert info["decision"] == {"label": "pos", "threshold": 0.3} and "threshold" not in info
+    with pytest.raises(HFLightningError, match="--threshold applies to a multi-label model; this one is single_label"):
+        describe(single, None, threshold=0.4)
