@@ -21,6 +21,7 @@ from modules.console.quiet import plain_output, quiet_library_noise
 from modules.data import HFDataModule
 from modules.data.arrow_rows import ReleaseMappedPages
 from modules.decisions.callback import FitDecisions
+from modules.decisions.label_issues import LabelIssues
 from modules.errors import HFLightningError
 from modules.model import TransformerModule
 from modules.outputs.export import HFExport
@@ -57,6 +58,7 @@ class HFLightningCLI(LightningCLI):
         # One home per value: the tokenizer and length limit follow the model being fine-tuned.
         parser.link_arguments("model.model_name_or_path", "data.model_name_or_path")
         parser.add_lightning_class_args(FitDecisions, "decisions")  # before the export, which reads what it fits
+        parser.add_lightning_class_args(LabelIssues, "label_issues")  # after decisions: reads the calibration
         parser.add_lightning_class_args(HFExport, "export")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(TestReport, "report")

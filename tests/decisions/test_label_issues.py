@@ -80,9 +80,7 @@ def test_regression_and_a_missing_cleanlab_are_refused_at_setup(monkeypatch):
 
 
 def test_test_writes_the_likely_label_errors_of_a_multi_label_run(topic_run, capsys):
-    cli_main(
-        ["test", "--config", str(topic_run["config"]), "--ckpt_path", "best"], callbacks=[LabelIssues(enabled=True)]
-    )
+    cli_main(["test", "--config", str(topic_run["config"]), "--ckpt_path", "best", "--label_issues.enabled", "true"])
 
     path = topic_run["run_dir"] / "test_label_issues.csv"
     rows = _read(path)
