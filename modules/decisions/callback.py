@@ -79,8 +79,6 @@ class FitDecisions(Callback):
             return
         if stage == "validate" and not self.recalibrate:
             return
-        if stage == "validate" and not trainer.ckpt_path:
-            raise HFLightningError("--decisions.recalibrate true writes into a checkpoint: pass --ckpt_path.")
         asked = [name for name, value in (("calibrate", self.calibrate), ("tune_thresholds", self.tune_thresholds),
                  ("recalibrate", self.recalibrate)) if value is True]  # fmt: skip
         asked += [name for name in ("target_precision", "target_recall") if getattr(self, name) is not None]
@@ -90,6 +88,11 @@ class FitDecisions(Callback):
                 "turns off: allow validation, or drop the flag."
             )
         self._check_targets(trainer, pl_module)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning knows the checkpoint once it has restored it (after `setup`): still before any batch runs.
+        if self.recalibrate and trainer.state.fn == "validate" and not trainer.ckpt_path:
+            raise HFLightningError("--decisions.recalibrate true writes into a checkpoint: pass --ckpt_path.")
 
     def _check_targets(self, trainer: Trainer, pl_module: LightningModule) -> None:
         contract = getattr(trainer.datamodule, "contract", None)

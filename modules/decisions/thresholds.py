@@ -37,7 +37,8 @@ def best_f1(scores: torch.Tensor, positive: torch.Tensor) -> tuple[float, float]
 
 def for_target(scores: torch.Tensor, positive: torch.Tensor, metric: str, value: float) -> tuple[float, float]:
     """The threshold that meets `metric` >= `value` with the most of the other one (recall for a precision target,
-    precision for a recall target), and the metric reached; when none meets it, the closest."""
+    precision for a recall target, within the cuts that all meet a precision target), and the metric reached; when
+    none meets it, the closest."""
     k, true_positives, threshold = _cuts(scores, positive)
     precision, recall = true_positives / k, true_positives / max(float(positive.sum()), 1.0)
     reached = precision if metric == "precision" else recall
@@ -45,9 +46,20 @@ def for_target(scores: torch.Tensor, positive: torch.Tensor, metric: str, value:
     if not meets.any():
         best = int(torch.argmax(reached))
         return float(threshold[best]), float(reached[best])
-    # precision target: the largest k that meets it (most recall); recall target: the smallest k (most precision)
     index = torch.nonzero(meets).flatten()
-    best = int(index[-1] if metric == "precision" else index[0])
+    if metric == "recall":  # recall only grows with k: the smallest k that meets it keeps the most precision
+        best = int(index[0])
+        return float(threshold[best]), float(reached[best])
+    # Precision is noisy in k: the largest k that meets the target is where noise last lifted it over, and held-out
+    # data falls short there. Instead: from the first cut with enough rows to measure (5% of the positives), the end
+    # of the run of cuts that all meet it.
+    enough = torch.nonzero(k >= max(1.0, 0.05 * float(positive.sum()))).flatten()
+    start = int(enough[0]) if len(enough) else 0
+    if not meets[start]:
+        best = int(index[-1])
+    else:
+        misses = torch.nonzero(~meets[start:]).flatten()
+        best = start + int(misses[0]) - 1 if len(misses) else len(meets) - 1
     return float(threshold[best]), float(reached[best])
 
 
