@@ -4,6 +4,7 @@ thresholds on that validation's outputs, so every checkpoint carries the decisio
 writes them into `--ckpt_path`. Also calls out predictions that collapsed."""
 
 from collections.abc import Mapping
+from typing import Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -35,6 +36,9 @@ class FitDecisions(Callback):
         target_label: Binary single-label: the class `target_precision` or `target_recall` is for (predicted whenever
             its probability is above the chosen threshold).
         min_positives: Validation positives a label needs for its threshold to be tuned.
+        calibration_loss: What the calibration minimises on validation: `brier` (the Brier score: every row's
+            probability gap weighs alike, as in the expected calibration error) or `nll` (log-likelihood, classic
+            temperature scaling, dominated by the few confidently wrong rows).
         recalibrate: With `validate --ckpt_path X`: fit the calibration and thresholds again on this command's
             validation data (e.g. `--data.data_files '{validation: new.csv}'`) and write them into X.
         collapse_warning: Warn, after each validation, when the predictions collapsed (one label or label set for
@@ -49,6 +53,7 @@ class FitDecisions(Callback):
         target_recall: float | None = None,
         target_label: str | None = None,
         min_positives: int = 5,
+        calibration_loss: Literal["brier", "nll"] = "brier",
         recalibrate: bool = False,
         collapse_warning: bool = True,
     ) -> None:
@@ -69,6 +74,7 @@ class FitDecisions(Callback):
         self.target_recall = target_recall
         self.target_label = target_label
         self.min_positives = min_positives
+        self.calibration_loss = calibration_loss
         self.recalibrate = recalibrate
         self.collapse_warning = collapse_warning
         self._history: list[dict[str, float]] = []
@@ -150,7 +156,9 @@ class FitDecisions(Callback):
         calibration = None
         if self.calibrate is not False:
             layer = calibrating.head_layer(pl_module.model, len(names))  # fails now, not at the export
-            calibration = calibrating.fit(outputs.logits, outputs.labels, multi_label, layer.bias is not None)
+            calibration = calibrating.fit(
+                outputs.logits, outputs.labels, multi_label, layer.bias is not None, self.calibration_loss
+            )
         probabilities = task_outputs(task, calibrating.apply(outputs.logits, calibration))
         thresholds, untuned, targets, tuned_for = None, {}, (), None
         if multi_label and (self.tune_thresholds is not False or self.target_precision is not None):

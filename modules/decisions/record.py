@@ -27,6 +27,7 @@ class Calibration:
         nll_after: The same, calibrated.
         ece_before: Validation expected calibration error, raw scores.
         ece_after: The same, calibrated.
+        fitted_by: The score minimised: `brier` or `nll`.
     """
 
     method: str
@@ -37,6 +38,7 @@ class Calibration:
     nll_after: float = 0.0
     ece_before: float = 0.0
     ece_after: float = 0.0
+    fitted_by: str = "nll"
 
     def describe(self) -> str:
         if self.method == "temperature":
@@ -44,7 +46,8 @@ class Calibration:
         else:
             how = f"Platt scaling per label (a from {min(self.scale):.2f} to {max(self.scale):.2f})"
         return (
-            f"{how}, fitted on {self.rows:,} validation rows: validation ECE {self.ece_before:.4f} -> "
+            f"{how}, fitted by {'Brier score' if self.fitted_by == 'brier' else 'log-likelihood'} on {self.rows:,} "
+            f"validation rows: validation ECE {self.ece_before:.4f} -> "
             f"{self.ece_after:.4f}, NLL {self.nll_before:.4f} -> {self.nll_after:.4f}"
         )
 
