@@ -62,7 +62,7 @@ def main(args: list[str]) -> None:
         return
     predictions = Path(tempfile.mkdtemp()) / "predictions.jsonl"
     cli_main(["predict", *args, "--predictions.output_path", str(predictions)])
-    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    rows = [json.loads(line) for line in predictions.read_text().split("\n") if line]  # not splitlines: U+2028 in texts
     from transformers import pipeline
 
     column = cli.datamodule.text_column

@@ -7,7 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -235,3 +238,68 @@ def write_topic_splits(folder: Path, sizes: tuple[int, int, int] = (800, 300, 30
         rows = topic_rows(n, seed, split, collapsed)
         paths[split].write_text("".join(json.dumps(row) + "\n" for row in rows))
     return {split: str(path) for split, path in paths.items()}
+
+
+class Server:
+    """`api_key`: started with $HF_LIGHTNING_API_KEY set to it, and sent by `get` and `post`."""
+
+    def __init__(self, model: Path, *flags: str, api_key: str | None = None) -> None:
+        self.port, self.api_key = free_port(), api_key
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "main.py", "serve", str(model), "--port", str(self.port), *flags]
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")  # a pipe nobody reads would block the server
+        env = {k: v for k, v in os.environ.items() if k != "HF_LIGHTNING_API_KEY"}
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env=env | ({"HF_LIGHTNING_API_KEY": api_key} if api_key else {}),
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(Path(self.log.name).read_text())
+            try:
+                if self.get("/health") == (200, "ok"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError("the server did not become healthy in 120 s")
+
+    def get(self, path: str) -> tuple[int, str]:
+        request = urllib.request.Request(self.url + path, headers=self._authorization())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+
+    def post(self, body: bytes | dict, headers: dict | None = None) -> tuple[int, dict | list]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = self._authorization() if headers is None else headers
+        request = urllib.request.Request(self.url + "/predict", data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def stop(self, group: bool = False) -> tuple[int, list[int]]:
+        """SIGTERM, as a scheduler sends it (`group`: to every process of the server, as systemd does); returns the
+        exit status and the server's processes still alive after it (LitServe runs the HTTP server, its manager and
+        the workers as child processes), which are then killed."""
+        if self.process.poll() is None:
+            if group:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        deadline = time.monotonic() + 5  # a process of the group that the kernel is still tearing down
+        while (left := live_processes_in_group(self.process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if left:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.wait(), left
+
+    def _authorization(self) -> dict:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

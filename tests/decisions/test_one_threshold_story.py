@@ -2,19 +2,17 @@
 the thresholds the run tuned, and a command's or a request's own threshold replaces them the same way everywhere."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import Server
 from modules.cli.app import cli_main
 from modules.decisions.record import Decisions
 
 pytest.importorskip("litserve")
 pytest.importorskip("onnxruntime")
-sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))  # tests/serve has no package: its Server helper
-from test_serve import Server  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 

@@ -1,11 +1,6 @@
 """`python main.py serve`: a real server process on a free local port, talked to over HTTP."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -20,7 +15,7 @@ from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
-from helpers import ROOT, free_port, live_processes_in_group, write_base_config
+from helpers import Server, write_base_config
 from modules.cli.app import cli_main
 from modules.data.long_text import aggregate_windows, encode_windows
 from modules.errors import HFLightningError
@@ -35,71 +30,6 @@ pytestmark = pytest.mark.e2e  # starts servers: `make test-fast` skips it
 
 TEXTS = ["a wonderful film", "the plot was dull and tedious", "fine", "a wonderful and moving story, well told"]
 API_KEY = "test-key"
-
-
-class Server:
-    """`api_key`: started with $HF_LIGHTNING_API_KEY set to it, and sent by `get` and `post`."""
-
-    def __init__(self, model: Path, *flags: str, api_key: str | None = None) -> None:
-        self.port, self.api_key = free_port(), api_key
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "main.py", "serve", str(model), "--port", str(self.port), *flags]
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")  # a pipe nobody reads would block the server
-        env = {k: v for k, v in os.environ.items() if k != "HF_LIGHTNING_API_KEY"}
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            env=env | ({"HF_LIGHTNING_API_KEY": api_key} if api_key else {}),
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(Path(self.log.name).read_text())
-            try:
-                if self.get("/health") == (200, "ok"):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError("the server did not become healthy in 120 s")
-
-    def get(self, path: str) -> tuple[int, str]:
-        request = urllib.request.Request(self.url + path, headers=self._authorization())
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-
-    def post(self, body: bytes | dict, headers: dict | None = None) -> tuple[int, dict | list]:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        headers = self._authorization() if headers is None else headers
-        request = urllib.request.Request(self.url + "/predict", data=data, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-    def stop(self, group: bool = False) -> tuple[int, list[int]]:
-        """SIGTERM, as a scheduler sends it (`group`: to every process of the server, as systemd does); returns the
-        exit status and the server's processes still alive after it (LitServe runs the HTTP server, its manager and
-        the workers as child processes), which are then killed."""
-        if self.process.poll() is None:
-            if group:
-                os.killpg(self.process.pid, signal.SIGTERM)
-            else:
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-        deadline = time.monotonic() + 5  # a process of the group that the kernel is still tearing down
-        while (left := live_processes_in_group(self.process.pid)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if left:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        return self.process.wait(), left
-
-    def _authorization(self) -> dict:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
 @pytest.fixture(scope="module")
