@@ -116,7 +116,7 @@ def review_rows():
 @pytest.fixture(scope="session")
 def topic_files(tmp_path_factory) -> dict:
     """Generated multi-label JSONL splits (tests/helpers.py `topic_rows`): 6 topics, `rare` absent from validation."""
-    from tests.helpers import write_topic_splits
+    from helpers import write_topic_splits
 
     return write_topic_splits(tmp_path_factory.mktemp("data") / "topics")
 
@@ -126,8 +126,8 @@ def topic_run(tiny_model, topic_files, tmp_path_factory) -> dict:
     """One multi-label `fit` on `topic_files`, shared: calibrated, per-label thresholds tuned, exported with ONNX.
     Returns `config` (the run's YAML: pass it with `--config` to test/predict/validate), `run_dir`, `export` and
     `files`. Tests must not change the run's checkpoints (copy one first)."""
+    from helpers import run_dir, write_base_config
     from modules.cli.app import cli_main
-    from tests.helpers import run_dir, write_base_config
 
     folder = tmp_path_factory.mktemp("topic-run")
     config = write_base_config(

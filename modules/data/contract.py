@@ -74,6 +74,8 @@ class DataContract:
         predict_raw: The rows `predict` runs on, as read (their columns come back with each prediction).
         eval_raw: Split name (`validation`, `test`) -> its rows as cleaned, row `index` of the model's outputs
             (modules/decisions/outputs.py) at position `index`: the texts of the test report and of label issues.
+        text_columns: The input column, and the pair's second column when there is one (`--data.text_column`,
+            `--data.text_pair_column`): what the report and label issues show of a row.
         dataset: `--data.dataset`, for the run's summary and model card.
         data_files: `--data.data_files`, for the same.
         example_text: A validation (else train) text, the usage example of the model card.
@@ -89,6 +91,7 @@ class DataContract:
     train_rows: int = 0
     predict_raw: "Dataset | None" = None
     eval_raw: "Mapping[str, Dataset]" = field(default_factory=dict)
+    text_columns: tuple[str, ...] = ("text",)
     dataset: str | None = None
     data_files: str | list[str] | dict[str, str | list[str]] | None = None
     example_text: str | None = None

@@ -180,6 +180,7 @@ class HFDataModule(LightningDataModule):
             train_rows=len(built.datasets["train"]) if "train" in built.datasets else 0,
             predict_raw=built.predict_raw,
             eval_raw=built.eval_raw,
+            text_columns=tuple(c for c in (self.text_column, self.text_pair_column) if c),
             dataset=self.dataset,
             data_files=self.data_files,
             example_text=built.example_text,

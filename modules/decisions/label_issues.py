@@ -117,8 +117,8 @@ class LabelIssues(Callback):
         if not trainer.is_global_zero:
             return
         raw = pl_module.data_contract.eval_raw.get(split) if pl_module.data_contract else None
-        datamodule = trainer.datamodule
-        sources = source_columns(raw, datamodule.text_column, datamodule.text_pair_column)
+        columns = (*pl_module.data_contract.text_columns, None)[:2] if pl_module.data_contract else ("text", None)
+        sources = source_columns(raw, *columns)
         rows, flagged = self.rows(pl_module, outputs, raw, sources)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{'validate' if split == 'validation' else split}_label_issues.csv"

@@ -67,7 +67,7 @@ class TestReport(Callback):
         files = (
             [] if task == "regression" else [self._classification(folder, pl_module, predicted, probabilities, figures)]
         )
-        source, columns = _inputs(trainer)
+        source, columns = _inputs(pl_module.data_contract)
         if task == "regression":
             worst = errors.error_rows(task, outputs.index, outputs.labels, predicted, probabilities, names,
                                       regression_rows=WORST_PRINTED)  # fmt: skip
@@ -136,13 +136,12 @@ class TestReport(Callback):
         return path
 
 
-def _inputs(trainer: Trainer) -> tuple[object, list[str]]:
+def _inputs(contract) -> tuple[object, list[str]]:
     """The test split's cleaned rows (None when the data keeps none) and the columns test_errors.csv repeats."""
-    contract = getattr(trainer.datamodule, "contract", None)
-    source = contract.eval_raw.get("test") if contract is not None else None
-    data = trainer.datamodule
-    texts = [getattr(data, "text_column", "text"), getattr(data, "text_pair_column", None)]
-    return source, errors.input_columns(source, [c for c in texts if c])
+    if contract is None:
+        return None, []
+    source = contract.eval_raw.get("test")
+    return source, errors.input_columns(source, list(contract.text_columns))
 
 
 def _add_thresholds(rows: list[dict], pl_module) -> None:
