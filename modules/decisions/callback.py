@@ -6,12 +6,13 @@ writes them into `--ckpt_path`. Also calls out predictions that collapsed."""
 from collections.abc import Mapping
 from typing import Literal
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from modules.decisions import calibration as calibrating
-from modules.decisions.collapse import ADVICE, collapse_findings, flat
+from modules.decisions.collapse import ADVICE, collapse_findings, flat, scores
 from modules.decisions.record import CHECKPOINT_KEY, Decisions
-from modules.decisions.thresholds import tune_binary, tune_multi_label
+from modules.decisions.thresholds import best_f1, tune_binary, tune_multi_label
 from modules.errors import HFLightningError
 from modules.model.loss import task_outputs
 
@@ -25,9 +26,12 @@ class FitDecisions(Callback):
             Single-label accuracy is unchanged. The export folds it into the classifier's last layer. False keeps
             the raw scores; None (default) calibrates whenever the run validates, true insists (an error without
             validation).
-        tune_thresholds: Multi-label: one threshold per label, the best validation F1's. Labels with fewer than
-            `min_positives` validation positives keep `--model.threshold`. False: `--model.threshold` for all;
-            None (default) tunes whenever the run validates, true insists.
+        tune_thresholds: Multi-label: tune the thresholds on validation (see `tune_for`). False: `--model.threshold`
+            for all; None (default) tunes whenever the run validates, true insists.
+        tune_for: Multi-label: `f1_macro` gives each label the threshold of its best validation F1 (labels with
+            fewer than `min_positives` validation positives keep `--model.threshold`): rare labels get predicted,
+            at the cost of false positives where the model is weak. `f1_micro` tunes one threshold for all labels
+            for the best micro-F1: fewer false positives, rare labels seldom predicted.
         target_precision: Multi-label: instead of the best F1, the threshold that reaches this validation precision
             with the most recall, for every label (a number) or the named ones (`{label: 0.9}`). Binary single-label:
             the precision of `target_label`.
@@ -49,6 +53,7 @@ class FitDecisions(Callback):
         self,
         calibrate: bool | None = None,
         tune_thresholds: bool | None = None,
+        tune_for: Literal["f1_macro", "f1_micro"] = "f1_macro",
         target_precision: float | dict[str, float] | None = None,
         target_recall: float | None = None,
         target_label: str | None = None,
@@ -70,6 +75,7 @@ class FitDecisions(Callback):
             raise HFLightningError(f"--decisions.min_positives must be at least 1, got {min_positives}.")
         self.calibrate = calibrate
         self.tune_thresholds = tune_thresholds
+        self.tune_for = tune_for
         self.target_precision = target_precision
         self.target_recall = target_recall
         self.target_label = target_label
@@ -137,8 +143,8 @@ class FitDecisions(Callback):
         if trainer.sanity_checking:
             return
         outputs = getattr(pl_module, "val_outputs", None)
-        if outputs is None or not len(outputs):
-            return
+        if outputs is None or not len(outputs) or not torch.isfinite(outputs.logits).all():
+            return  # nothing to fit on (a non-finite validation keeps the decisions fitted before it)
         fitting = trainer.state.fn == "fit"
         if fitting or self.recalibrate:
             pl_module.decisions = self.fit(pl_module, outputs)
@@ -162,10 +168,14 @@ class FitDecisions(Callback):
         probabilities = task_outputs(task, calibrating.apply(outputs.logits, calibration))
         thresholds, untuned, targets, tuned_for = None, {}, (), None
         if multi_label and (self.tune_thresholds is not False or self.target_precision is not None):
-            thresholds, untuned, targets = tune_multi_label(
-                probabilities, outputs.labels, names, default, self.min_positives, self.target_precision
-            )
-            tuned_for = "f1" if self.target_precision is None else f"precision >= {self.target_precision}"
+            if self.tune_for == "f1_micro" and self.target_precision is None:
+                threshold = best_f1(probabilities.flatten(), outputs.labels.flatten() > 0.5)[0]
+                thresholds, tuned_for = (threshold,) * len(names), "micro-F1 (one threshold for all labels)"
+            else:
+                thresholds, untuned, targets = tune_multi_label(
+                    probabilities, outputs.labels, names, default, self.min_positives, self.target_precision
+                )
+                tuned_for = "f1" if self.target_precision is None else f"precision >= {self.target_precision}"
         elif self.target_label is not None:
             metric, value = ("precision", self.target_precision) if self.target_recall is None else (
                 "recall", self.target_recall)  # fmt: skip
@@ -201,9 +211,8 @@ class FitDecisions(Callback):
         names = [str(n) for n in pl_module.hparams.label_names]
         predicted = pl_module.decide(outputs.logits, pl_module.decisions)  # as the decisions just fitted decide
         findings = collapse_findings(predicted, outputs.labels, names, task)
-        if fitting:
-            scalars = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_") and v.ndim == 0}
-            self._history.append(scalars)
+        if fitting:  # scored as the logged validation metrics are (raw scores, the run's rule), from the outputs
+            self._history.append(scores(task, pl_module.decide(outputs.logits), outputs.labels, len(names)))
             moved = flat(self._history)
             if moved:
                 findings.append(f"{', '.join(moved)} stuck below 0.5 for {len(self._history[-3:])} validations")

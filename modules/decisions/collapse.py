@@ -40,6 +40,22 @@ def collapse_findings(predicted: torch.Tensor, labels: torch.Tensor, names: list
     return findings
 
 
+def scores(task: str, predicted: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, float]:
+    """An evaluation's accuracy and macro-F1 (`val_acc`, `val_f1`; multi-label `val_f1_macro`), from its decided
+    predictions: read from the outputs, not from the trainer's metrics, which other callbacks may be editing."""
+    from modules.decisions.thresholds import macro_f1
+
+    if task == "multi_label":
+        return {"val_f1_macro": macro_f1(predicted, labels)}
+    if task != "single_label":
+        return {}
+    one_hot = torch.nn.functional.one_hot
+    return {
+        "val_acc": float((predicted == labels).float().mean()),
+        "val_f1": macro_f1(one_hot(predicted.long(), num_labels), one_hot(labels.long(), num_labels)),
+    }
+
+
 def flat(history: list[dict[str, float]], epochs: int = 3, low: float = 0.5) -> list[str]:
     """Metrics (loss left out) stuck: equal to 4 decimals over the last `epochs` validations, and below `low` (a
     model that converged at 0.95 is not stuck)."""
