@@ -197,10 +197,18 @@ def test_two_workers_share_one_study_without_duplicates_or_losses(tmp_path, tiny
 
 
 def _trials_if_any(tmp_path: Path) -> list:
-    try:
-        return _study(tmp_path).trials
-    except KeyError:  # the worker has not created the study yet
-        return []
+    import fcntl
+
+    import sqlalchemy
+
+    # Under the workers' own lock (modules/tune/command.py `_Claim`), so this poll never creates the storage's tables
+    # while a worker does: both would, and one would fail.
+    with open(tmp_path / "tune" / "study.db.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _study(tmp_path).trials
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # the worker has not created the study yet
+            return []
 
 
 @pytest.mark.slow
