@@ -21,7 +21,7 @@ from pathlib import Path
 
 from modules.cli.app import cli_main
 from modules.decisions.calibration import expected_calibration_error
-from modules.decisions.thresholds import macro_f1
+from modules.decisions.thresholds import f1_scores
 from modules.model.loss import task_outputs
 from modules.runs.paths import run_folder
 
@@ -38,10 +38,9 @@ def main(args: list[str]) -> None:
     if multi_label:
         untuned = raw > float(module.hparams.threshold)
         wrong = int((decided.bool() != outputs.labels.bool()).any(-1).sum())
-        micro = lambda p: float(2 * (p.bool() & outputs.labels.bool()).sum() / (p.sum() + outputs.labels.sum()))  # noqa: E731
-        print(f"macro-F1 tuned: {macro_f1(decided, outputs.labels):.4f}  at {module.hparams.threshold}: "
-              f"{macro_f1(untuned, outputs.labels):.4f}")  # fmt: skip
-        print(f"micro-F1 tuned: {micro(decided):.4f}  at {module.hparams.threshold}: {micro(untuned.float()):.4f}")
+        (tuned_macro, tuned_micro), (raw_macro, raw_micro) = (f1_scores(p, outputs.labels) for p in (decided, untuned))
+        print(f"macro-F1 tuned: {tuned_macro:.4f}  at {module.hparams.threshold}: {raw_macro:.4f}")
+        print(f"micro-F1 tuned: {tuned_micro:.4f}  at {module.hparams.threshold}: {raw_micro:.4f}")
     else:
         raw_acc = float((raw.argmax(-1) == outputs.labels).float().mean())
         calibrated_acc = float((calibrated.argmax(-1) == outputs.labels).float().mean())

@@ -43,16 +43,16 @@ def collapse_findings(predicted: torch.Tensor, labels: torch.Tensor, names: list
 def scores(task: str, predicted: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, float]:
     """An evaluation's accuracy and macro-F1 (`val_acc`, `val_f1`; multi-label `val_f1_macro`), from its decided
     predictions: read from the outputs, not from the trainer's metrics, which other callbacks may be editing."""
-    from modules.decisions.thresholds import macro_f1
+    from modules.decisions.thresholds import f1_scores
 
     if task == "multi_label":
-        return {"val_f1_macro": macro_f1(predicted, labels)}
+        return {"val_f1_macro": f1_scores(predicted, labels)[0]}
     if task != "single_label":
         return {}
     one_hot = torch.nn.functional.one_hot
     return {
         "val_acc": float((predicted == labels).float().mean()),
-        "val_f1": macro_f1(one_hot(predicted.long(), num_labels), one_hot(labels.long(), num_labels)),
+        "val_f1": f1_scores(one_hot(predicted.long(), num_labels), one_hot(labels.long(), num_labels))[0],
     }
 
 

@@ -118,10 +118,12 @@ def predicted(task: str, probabilities: torch.Tensor, rule: DecisionRule, names:
     return torch.where(probabilities[:, column] > cut, torch.full_like(best, column), others.argmax(dim=-1))
 
 
-def macro_f1(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """Multi-label macro-F1 of 0/1 predictions (a label never predicted nor present scores 0, as torchmetrics)."""
-    predictions, labels = predictions.bool(), labels.bool()
-    true_positives = (predictions & labels).sum(0).double()
-    denominator = predictions.sum(0).double() + labels.sum(0).double()
-    f1 = torch.where(denominator > 0, 2 * true_positives / denominator.clamp(min=1), 0.0)
-    return float(f1.mean())
+def f1_scores(predicted: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Multi-label (macro, micro) F1 of 0/1 decisions (a label neither predicted nor present scores 0 in the macro
+    mean, as torchmetrics)."""
+    predicted, labels = predicted.bool(), labels.bool()
+    true_positives = (predicted & labels).sum(0).double()
+    denominator = predicted.sum(0).double() + labels.sum(0).double()
+    per_label = torch.where(denominator > 0, 2 * true_positives / denominator.clamp(min=1), 0.0)
+    micro = 2 * true_positives.sum() / denominator.sum() if denominator.sum() > 0 else torch.tensor(0.0)
+    return float(per_label.mean()), float(micro)

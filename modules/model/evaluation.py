@@ -130,9 +130,9 @@ class EvaluationSteps(LightningModule):
             "test_ece_uncalibrated": expected_calibration_error(raw, outputs.labels, multi_label),
         }
         if multi_label:
-            from modules.decisions.thresholds import macro_f1
+            from modules.decisions.thresholds import f1_scores
 
-            values["test_f1_macro_untuned"] = macro_f1(raw > float(self.hparams.threshold), outputs.labels)
+            values["test_f1_macro_untuned"] = f1_scores(raw > float(self.hparams.threshold), outputs.labels)[0]
         return values
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:

@@ -1,5 +1,5 @@
 """The numbers of the test report, from decided predictions and gold labels: precision, recall, F1 and support per
-label, macro and micro F1, the most-confused label pairs, and a regression's residuals. Pure torch: tested alone."""
+label, the most-confused label pairs, and a regression's residuals. Pure torch: tested alone."""
 
 import torch
 
@@ -38,17 +38,6 @@ def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_labels: 
     """`(num_labels, num_labels)` counts, rows: true label, columns: predicted (as torchmetrics')."""
     pairs = labels.long() * num_labels + predicted.long()
     return torch.bincount(pairs, minlength=num_labels * num_labels).reshape(num_labels, num_labels)
-
-
-def f1_scores(predicted: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """Multi-label (macro, micro) F1 of 0/1 decisions (a label neither predicted nor present scores 0 in the macro
-    mean, as torchmetrics)."""
-    predicted, labels = predicted.bool(), labels.bool()
-    true_positives = (predicted & labels).sum(0).double()
-    denominator = predicted.sum(0).double() + labels.sum(0).double()
-    per_label = torch.where(denominator > 0, 2 * true_positives / denominator.clamp(min=1), 0.0)
-    micro = 2 * true_positives.sum() / denominator.sum() if denominator.sum() > 0 else torch.tensor(0.0)
-    return float(per_label.mean()), float(micro)
 
 
 def confused_pairs(predicted: torch.Tensor, labels: torch.Tensor, names: list[str], top: int = TOP_PAIRS) -> list[dict]:

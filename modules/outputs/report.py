@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from modules.decisions.calibration import BINS, expected_calibration_error, reliability
 from modules.decisions.callback import describe
 from modules.decisions.collapse import ADVICE, collapse_findings
+from modules.decisions.thresholds import f1_scores
 from modules.errors import HFLightningError
 from modules.model.loss import task_outputs
 from modules.outputs import breakdown, errors
@@ -167,7 +168,7 @@ def _print_f1(pl_module, predicted: torch.Tensor, raw: torch.Tensor) -> None:
     rows = []
     for name, decisions in ((f"{decided}, {'calibrated' if calibrated else 'raw'} scores", predicted),
                             (f"--model.threshold {threshold}, raw scores", raw > threshold)):  # fmt: skip
-        macro, micro = breakdown.f1_scores(decisions, labels)
+        macro, micro = f1_scores(decisions, labels)
         rows.append({"decided at": name, "macro F1": macro, "micro F1": micro})
     print(breakdown.markdown_table(rows))
 

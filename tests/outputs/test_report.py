@@ -11,7 +11,8 @@ from torchmetrics.classification import MulticlassF1Score, MulticlassPrecision, 
 
 from helpers import read_metrics, run_dir, write_base_config
 from modules.cli.app import cli_main
-from modules.outputs.breakdown import confused_pairs, f1_scores, per_class_rows, residual_summary
+from modules.decisions.thresholds import f1_scores
+from modules.outputs.breakdown import confused_pairs, per_class_rows, residual_summary
 from modules.outputs.errors import error_rows
 
 try:
