@@ -83,6 +83,7 @@ def run_check(trainer: Trainer, model: LightningModule, datamodule, memory_limit
         trainer.accumulate_grad_batches,
         trainer.max_epochs,
         trainer.max_steps,
+        measured["warmup_seconds"],
     )
     limit = memory_limit_bytes(trainer.strategy.root_device.type, memory_limit_gb)
     fits = measured["peak_memory_bytes"] <= limit
@@ -115,8 +116,14 @@ def run_check(trainer: Trainer, model: LightningModule, datamodule, memory_limit
         "checkpoint_disk_bytes": measured["checkpoint_bytes"] * files_kept,
         "warnings": [],
     }
+    export_peak = measured["end_of_fit_memory_bytes"] > measured["steps_peak_memory_bytes"]
     if not fits:
         report["fix"] = memory_fix(datamodule, trainer, model)
+        if export_peak:
+            report["fix"] = (
+                "--export.enabled false, then `python main.py export CHECKPOINT OUTPUT_DIR` in its own process; or "
+                + report["fix"]
+            )
     warning = precision_warning(machine["precision"], trainer.strategy.root_device.type)
     if warning:
         report["warnings"].append(warning)
@@ -129,8 +136,9 @@ def run_check(trainer: Trainer, model: LightningModule, datamodule, memory_limit
     print(_summary(report))
     print(f"Wrote {path}")
     if not fits:
+        moment = "the Hugging Face export at the end of fit" if export_peak else "the longest batch"
         raise CheckFailed(
-            f"the longest batch needs {measured['peak_memory_bytes'] / GIB:.2f} GiB, over the "
+            f"{moment} needs {measured['peak_memory_bytes'] / GIB:.2f} GiB, over the "
             f"{limit / GIB:.2f} GiB limit. Fix: {report['fix']}."
         )
     return report
@@ -155,10 +163,18 @@ def _summary(report: dict) -> str:
         f"trainable), tokenizer matches model: {model['tokenizer_matches_model']}",
         f"machine: {machine['device']} ({machine['cpu']}, {machine['cpu_isa']}), precision {machine['precision']} "
         f"native: {machine['native_precision']}",
-        f"cost: {report['step_seconds']} s/step, epoch ~{report['epoch_seconds']:.0f} s, "
-        f"run ~{report['run_seconds']:.0f} s ({report['run_epochs']} epochs), "
-        f"peak memory {report['peak_memory_bytes'] / GIB:.2f} GiB of "
-        f"{report['memory_limit_bytes'] / GIB:.2f}, checkpoints {report['checkpoint_disk_bytes'] / GIB:.2f} GiB",
+        f"cost (steady state): {report['step_seconds']} s/step, epoch ~{report['epoch_seconds']:.0f} s with "
+        f"{report['warmup_seconds']:.0f} s warm-up (first step at each of {report['distinct_shapes']} training and "
+        f"{report['validation_distinct_shapes']} validation batch shapes), "
+        f"run ~{report['run_seconds']:.0f} s ({report['run_epochs']} epochs, warm-up once)",
+        f"memory: peak {report['peak_memory_bytes'] / GIB:.2f} GiB of {report['memory_limit_bytes'] / GIB:.2f} "
+        f"(steps {report['steps_peak_memory_bytes'] / GIB:.2f}"
+        + (
+            f", end of fit with the export {report['end_of_fit_memory_bytes'] / GIB:.2f}"
+            if report["end_of_fit_memory_bytes"]
+            else ""
+        )
+        + f"), checkpoints {report['checkpoint_disk_bytes'] / GIB:.2f} GiB on disk",
         f"verdict: {'fits' if report['fits'] else 'does not fit: ' + report['fix']}",
         *(f"warning: {w}" for w in report["warnings"]),
     ]

@@ -1,11 +1,16 @@
 """What a run will cost, measured: a few real training steps (and evaluation batches) on a throwaway Trainer, the
 longest batch the data produces among them, then step time, peak memory and checkpoint size scaled to the run.
 
+Estimates are steady-state: each batch is timed twice in a row, the second (warm) time stands for its batches, and
+the first step at a new batch shape (oneDNN primitives, allocator pools) is counted once per distinct shape the
+epoch meets, not once per batch and not zero times.
+
 The steps change the in-memory weights of this process only: no logger, no checkpoint, nothing written to disk.
 """
 
 import io
 import math
+import os
 import resource
 import sys
 import time
@@ -17,6 +22,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from torch.utils.data import DataLoader
 
 from modules.data.sampler import LengthGroupedSampler
+from modules.outputs.export import HFExport
 
 
 class _BatchTimer(Callback):
@@ -80,6 +86,31 @@ def _tokens(batch: list[int], lengths: np.ndarray) -> int:
     return len(batch) * int(lengths[batch].max())
 
 
+def _shape(batch: list[int], lengths: np.ndarray, multiple: int | None) -> tuple[int, int]:
+    """(rows, padded length) of a batch as the collator pads it: the tensor shape kernels are built and cached for."""
+    length = int(lengths[batch].max())
+    if multiple:
+        length = -(-length // multiple) * multiple
+    return len(batch), length
+
+
+def steady_state_seconds(
+    cold: list[float], warm: list[float], counts: list[float], fresh: list[bool], distinct_shapes: int
+) -> tuple[float, float]:
+    """(seconds, warm-up seconds per shape) of the batches the strata stand for, at steady state.
+
+    Each stratum batch ran twice in a row: `cold` then `warm` seconds, standing for `counts` batches. Its warm time
+    counts for each of its batches. The first step at a shape costs more (kernels built and cached per shape), once:
+    the warm-up per shape is the mean of `cold - warm` (floor 0) over the strata whose shape was `fresh` (not run
+    before in the probe), and it is counted once for each of the `distinct_shapes` the epoch's batches have.
+    """
+    if not len(cold) == len(warm) == len(counts) == len(fresh):
+        raise ValueError("cold, warm, counts and fresh need one entry per stratum")
+    extra = [max(0.0, c - w) for c, w, new in zip(cold, warm, fresh) if new]
+    warmup = sum(extra) / len(extra) if extra else 0.0
+    return sum(w * n for w, n in zip(warm, counts)) + warmup * distinct_shapes, warmup
+
+
 def _strata(plan: list[list[int]], lengths: np.ndarray, count: int) -> list[tuple[list[int], int]]:
     """`count` batches standing for the epoch: the plan sorted by padded tokens, cut into `count` equal runs, the
     middle batch of each with the number of batches it stands for. Each is timed as it is, with no time-vs-size
@@ -99,10 +130,20 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 def measure(trainer: Trainer, model: LightningModule, datamodule, steps: int = 8) -> dict:
     """Time `steps` training batches standing for the epoch's sizes (after two warm-up steps on the longest) and
-    half as many evaluation batches, and weigh each by the batches it stands for. Peak memory includes the longest
-    batch's step, so it is the whole run's peak (model, data, optimizer state, activations)."""
+    half as many evaluation batches, each twice in a row, and estimate the epoch at steady state
+    (`steady_state_seconds`).
+
+    Peak memory is the larger of two moments of the run:
+    - the steps: the measured peak after them (`ru_maxrss` on CPUs), which includes the longest batch's step,
+      validation, every timed shape run twice (so per-shape caches that stay resident are in it) and the in-memory
+      checkpoint buffer of `_checkpoint_bytes`;
+    - the end of `fit` on CPUs, with `HFExport` enabled: the process's resident memory after the probe (model,
+      gradients, optimizer state, data: what `on_fit_end` still holds) plus what `export_checkpoint` adds on top
+      (`_export_bytes`). The export runs on the host, so a GPU's peak has no such term.
+    """
     train, val = datamodule.datasets["train"], datamodule.datasets.get("validation")
     collate = datamodule.collator()
+    multiple = collate.pad_to_multiple_of
     lengths = np.asarray(train["length"][:])
     seed, grouped = datamodule.seed, datamodule.group_by_length
     plan = batch_plan(lengths.tolist(), datamodule.batch_size, True, grouped, seed)
@@ -121,8 +162,11 @@ def measure(trainer: Trainer, model: LightningModule, datamodule, steps: int = 8
         return collate([dataset.select_columns(columns)[i] for i in batch])
 
     # The longest batch first, twice: it allocates the optimizer state, warms the kernels and sets the memory peak.
-    train_batches = [rows(train, longest)] * 2 + [rows(train, b) for b, _ in train_strata]
-    val_batches = [rows(val, val_strata[-1][0])] + [rows(val, b) for b, _ in val_strata] if val_strata else []
+    # Then each stratum twice in a row: cold (its shape may be new), then warm.
+    train_batches = [rows(train, longest)] * 2 + [rows(train, b) for b, _ in train_strata for _ in range(2)]
+    val_batches = (
+        [rows(val, val_strata[-1][0])] + [rows(val, b) for b, _ in val_strata for _ in range(2)] if val_strata else []
+    )
     timer = _BatchTimer()
     probe = Trainer(
         accelerator=trainer.strategy.root_device.type,  # a name: for an Accelerator object, AMP autocasts "cuda"
@@ -141,23 +185,58 @@ def measure(trainer: Trainer, model: LightningModule, datamodule, steps: int = 8
         default_root_dir=None,
     )
     probe.fit(model, datamodule=_Batches(datamodule, train_batches, val_batches))
-    train_seconds = sum(seconds * count for seconds, (_, count) in zip(timer.train[2:], train_strata))
-    val_seconds = sum(seconds * count for seconds, (_, count) in zip(timer.val[1:], val_strata))
     batches = _limited(trainer.limit_train_batches, len(plan))
-    scale = batches / len(plan)
-    epoch_seconds = train_seconds * scale + val_seconds
+    train_shapes = {_shape(b, lengths, multiple) for b in plan[:batches]}
+    val_shapes = {_shape(b, val_lengths, multiple) for b in val_plan}
+    train_seconds, train_warmup = steady_state_seconds(
+        timer.train[2::2],
+        timer.train[3::2],
+        [count * batches / len(plan) for _, count in train_strata],
+        _fresh([longest] + [b for b, _ in train_strata], lengths, multiple),
+        len(train_shapes),
+    )
+    val_seconds, val_warmup = steady_state_seconds(
+        timer.val[1::2],
+        timer.val[2::2],
+        [count for _, count in val_strata],
+        _fresh([val_strata[-1][0]] + [b for b, _ in val_strata], val_lengths, multiple) if val_strata else [],
+        len(val_shapes),
+    )
+    warmup_seconds = train_warmup * len(train_shapes) + val_warmup * len(val_shapes)
     checkpoint_bytes = _checkpoint_bytes(model, probe.optimizers[0])
+    device = probe.strategy.root_device
+    steps_peak = peak_memory_bytes(device)
+    export = _export_bytes(model, checkpoint_bytes) if device.type != "cuda" and _exports(trainer) else 0
+    end_of_fit = (_resident_bytes() or steps_peak) + export if export else 0
     return {
-        "step_seconds": round(train_seconds / len(plan), 4),
+        "step_seconds": round((train_seconds - train_warmup * len(train_shapes)) / batches, 4),
         "longest_step_seconds": round(timer.train[1], 4),
         "longest_batch": {"rows": len(longest), "tokens": int(lengths[longest].max())},
         "batches_per_epoch": batches,
-        "train_seconds_per_epoch": round(train_seconds * scale, 1),
+        "distinct_shapes": len(train_shapes),
+        "validation_distinct_shapes": len(val_shapes),
+        "warmup_seconds_per_shape": round(train_warmup, 4),
+        "validation_warmup_seconds_per_shape": round(val_warmup, 4),
+        "warmup_seconds": round(warmup_seconds, 1),
+        "train_seconds_per_epoch": round(train_seconds, 1),
         "validation_seconds_per_epoch": round(val_seconds, 1),
-        "epoch_seconds": round(epoch_seconds, 1),
-        "peak_memory_bytes": peak_memory_bytes(probe.strategy.root_device),
+        "epoch_seconds": round(train_seconds + val_seconds, 1),
+        "steps_peak_memory_bytes": steps_peak,
+        "export_memory_bytes": export,
+        "end_of_fit_memory_bytes": end_of_fit,
+        "peak_memory_bytes": max(steps_peak, end_of_fit),
         "checkpoint_bytes": checkpoint_bytes,
     }
+
+
+def _fresh(order: list[list[int]], lengths: np.ndarray, multiple: int | None) -> list[bool]:
+    """For each stratum after the first (warm-up) batch of `order`: whether its shape had not run before it."""
+    seen, fresh = {_shape(order[0], lengths, multiple)}, []
+    for batch in order[1:]:
+        shape = _shape(batch, lengths, multiple)
+        fresh.append(shape not in seen)
+        seen.add(shape)
+    return fresh
 
 
 def _limited(limit: int | float | None, batches: int) -> int:
@@ -178,12 +257,46 @@ def _checkpoint_bytes(model: LightningModule, optimizer: torch.optim.Optimizer) 
     return buffer.tell()
 
 
+def _exports(trainer: Trainer) -> bool:
+    """Whether `fit` ends with a Hugging Face export: an enabled `HFExport` and a checkpoint for it to export."""
+    enabled = any(isinstance(c, HFExport) and c.enabled for c in trainer.callbacks)
+    return enabled and trainer.checkpoint_callback is not None
+
+
+def _export_bytes(model: LightningModule, checkpoint_bytes: int) -> int:
+    """What `export_checkpoint` (modules/outputs/export.py) holds at once, while the trained module and optimizer
+    are still alive in `on_fit_end`:
+    - the checkpoint read whole (`load_checkpoint`, no mmap): the tensors `_checkpoint_bytes` measured;
+    - a second model built from it (`trained_model`: the architecture from its config, or the pretrained base with
+      LoRA) in the default float dtype, whatever precision trained it: the training model's tensor count at that
+      size (LoRA adapters are merged in place).
+    `save_pretrained` adds no copy: safetensors (>= 0.6) writes from the tensors' own memory."""
+    element = torch.empty((), dtype=torch.get_default_dtype()).element_size()
+    tensors = model.model.state_dict().values()
+    return checkpoint_bytes + sum(t.numel() * (element if t.is_floating_point() else t.element_size()) for t in tensors)
+
+
+def _resident_bytes() -> int | None:
+    """The process's resident memory now (`/proc/self/statm`, Linux); None where there is no /proc."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return None
+
+
 def run_estimate(
-    epoch_seconds: float, batches_per_epoch: int, accumulate: int, max_epochs: int | None, max_steps: int
+    epoch_seconds: float,
+    batches_per_epoch: int,
+    accumulate: int,
+    max_epochs: int | None,
+    max_steps: int,
+    warmup_seconds: float = 0.0,
 ) -> tuple[float, int]:
-    """(seconds, epochs) of the whole run: `max_epochs`, or fewer when `max_steps` (optimizer steps) ends it first."""
+    """(seconds, epochs) of the whole run: `max_epochs`, or fewer when `max_steps` (optimizer steps) ends it first.
+    The first epoch's `warmup_seconds` (in `epoch_seconds`) are paid once: later epochs meet the same shapes warm."""
     epochs = float(max_epochs if max_epochs not in (None, -1) else 1000)  # Lightning's default without either
     if max_steps and max_steps > 0:
         steps_per_epoch = max(1, math.ceil(batches_per_epoch / accumulate))
         epochs = min(epochs, max_steps / steps_per_epoch)
-    return epoch_seconds * epochs, math.ceil(epochs)
+    return (epoch_seconds - warmup_seconds) * epochs + warmup_seconds * min(epochs, 1.0), math.ceil(epochs)
