@@ -22,6 +22,7 @@ Prints the peaks, then a markdown table. Numbers only: nothing passes or fails o
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -354,12 +355,14 @@ def main(argv: list[str] | None = None) -> None:
         f"FLOPs/row: {flops['whole'] / 1e6:.4g} MFLOP whole, {flops['first_token'] / 1e6:.4g} MFLOP with the last "
         f"layer on the first token ({who})"
     )
-    print(f"matmul peaks ({args.threads} threads, best of {args.repeats}):")
+    # Other jobs on a shared machine lower every rate: the load average says how much the peaks can be trusted.
+    load_before = os.getloadavg()[0]
+    print(f"matmul peaks ({args.threads} threads, best of {args.repeats}; load average {load_before:.2f}):")
     start = time.perf_counter()
     peaks, measurements = measure_peaks(args)
     print(
         f"peaks: {', '.join(f'{name} {value:.1f}' for name, value in peaks.items())} GFLOP/s "
-        f"(measured in {time.perf_counter() - start:.0f} s)\n"
+        f"(measured in {time.perf_counter() - start:.0f} s; load average after {os.getloadavg()[0]:.2f})\n"
     )
 
     table = []
@@ -379,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{'-' if rate is None else f'{rate:.1f}'} | {bound:.1f} | {'-' if share is None else f'{share:.1%}'} |"
         )
     if args.json:
-        record = {"machine": line, "threads": args.threads, "model": str(args.model), "sizes": sizes}
+        record = {"machine": line, "threads": args.threads, "load_average": load_before, "model": str(args.model)}
+        record |= {"sizes": sizes}
         record |= {"tokens_mean": float(np.mean(counts)), "source": source, "flops_per_row": flops}
         record |= {"peaks": peaks, "measurements": measurements, "table": table}
         args.json.write_text(json.dumps(record, indent=2, default=str))
