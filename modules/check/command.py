@@ -163,10 +163,11 @@ def _summary(report: dict) -> str:
         f"trainable), tokenizer matches model: {model['tokenizer_matches_model']}",
         f"machine: {machine['device']} ({machine['cpu']}, {machine['cpu_isa']}), precision {machine['precision']} "
         f"native: {machine['native_precision']}",
-        f"cost (steady state): {report['step_seconds']} s/step, epoch ~{report['epoch_seconds']:.0f} s with "
-        f"{report['warmup_seconds']:.0f} s warm-up (first step at each of {report['distinct_shapes']} training and "
-        f"{report['validation_distinct_shapes']} validation batch shapes), "
-        f"run ~{report['run_seconds']:.0f} s ({report['run_epochs']} epochs, warm-up once)",
+        f"cost (steady state): {report['step_seconds']} s/step, epoch ~{report['epoch_seconds']:.0f} s including "
+        f"{report['warmup_seconds']:.1f} s of warm-up, counted once per batch shape (rows x padded length): "
+        f"{report['warmup_seconds_per_shape']} s for each of {report['distinct_shapes']} training shapes, "
+        f"{report['validation_warmup_seconds_per_shape']} s for each of {report['validation_distinct_shapes']} "
+        f"validation shapes; run ~{report['run_seconds']:.0f} s ({report['run_epochs']} epochs, warm-up in the first)",
         f"memory: peak {report['peak_memory_bytes'] / GIB:.2f} GiB of {report['memory_limit_bytes'] / GIB:.2f} "
         f"(steps {report['steps_peak_memory_bytes'] / GIB:.2f}"
         + (
