@@ -135,11 +135,12 @@ def measure(trainer: Trainer, model: LightningModule, datamodule, steps: int = 8
 
     Peak memory is the larger of two moments of the run:
     - the steps: the measured peak after them (`ru_maxrss` on CPUs), which includes the longest batch's step,
-      validation, every timed shape run twice (so per-shape caches that stay resident are in it) and the in-memory
-      checkpoint buffer of `_checkpoint_bytes`;
+      validation, every timed shape run twice (per-shape caches that stay resident are in it for those shapes; the
+      epoch's other shapes are not extrapolated) and the in-memory checkpoint buffer of `_checkpoint_bytes`;
     - the end of `fit` on CPUs, with `HFExport` enabled: the process's resident memory after the probe (model,
-      gradients, optimizer state, data: what `on_fit_end` still holds) plus what `export_checkpoint` adds on top
-      (`_export_bytes`). The export runs on the host, so a GPU's peak has no such term.
+      gradients, optimizer state, data: what `on_fit_end` still holds; the steps' peak where there is no /proc)
+      plus what `export_checkpoint` adds on top (`_export_bytes`). The export runs on the host, so a GPU's peak
+      has no such term.
     """
     train, val = datamodule.datasets["train"], datamodule.datasets.get("validation")
     collate = datamodule.collator()
