@@ -101,13 +101,14 @@ def steady_state_seconds(
 
     Each stratum batch ran twice in a row: `cold` then `warm` seconds, standing for `counts` batches. Its warm time
     counts for each of its batches. The first step at a shape costs more (kernels built and cached per shape), once:
-    the warm-up per shape is the mean of `cold - warm` (floor 0) over the strata whose shape was `fresh` (not run
-    before in the probe), and it is counted once for each of the `distinct_shapes` the epoch's batches have.
+    the warm-up per shape is the mean of `cold - warm` over the strata whose shape was `fresh` (not run before in
+    the probe), floored at 0, and it is counted once for each of the `distinct_shapes` the epoch's batches have.
+    The floor is on the mean, not on each difference: flooring each would turn timing noise into warm-up.
     """
     if not len(cold) == len(warm) == len(counts) == len(fresh):
         raise ValueError("cold, warm, counts and fresh need one entry per stratum")
-    extra = [max(0.0, c - w) for c, w, new in zip(cold, warm, fresh) if new]
-    warmup = sum(extra) / len(extra) if extra else 0.0
+    extra = [c - w for c, w, new in zip(cold, warm, fresh) if new]
+    warmup = max(0.0, sum(extra) / len(extra)) if extra else 0.0
     return sum(w * n for w, n in zip(warm, counts)) + warmup * distinct_shapes, warmup
 
 

@@ -119,8 +119,10 @@ def test_steady_state_counts_warm_up_once_per_shape_not_per_batch():
     )
     assert warmup == pytest.approx(0.5)  # mean of 0.5 and 0.5 over the fresh strata
     assert seconds == pytest.approx(10 * 1.0 + 20 * 2.0 + 30 * 3.0 + 4 * 0.5)  # not + 60 * 0.5, not + 0
-    # Noise (warm slower than cold) floors at zero rather than cutting the steady time.
+    # Noise (warm slower than cold) floors at zero rather than cutting the steady time...
     assert steady_state_seconds([1.0], [1.2], [5], [True], 3) == pytest.approx((6.0, 0.0))
+    # ...and the floor is on the mean: noise of one stratum does not turn into warm-up.
+    assert steady_state_seconds([1.5, 1.0], [1.0, 1.2], [1, 1], [True, True], 1)[1] == pytest.approx(0.15)
     # A run of 3 epochs pays the first epoch's warm-up once.
     assert run_estimate(142.0, 60, 1, 3, -1, warmup_seconds=2.0) == (pytest.approx(3 * 140.0 + 2.0), 3)
 
