@@ -22,6 +22,7 @@ from modules.data import HFDataModule
 from modules.data.arrow_rows import ReleaseMappedPages
 from modules.decisions.callback import FitDecisions
 from modules.decisions.label_issues import LabelIssues
+from modules.distill.callback import Distill
 from modules.errors import HFLightningError
 from modules.model import TransformerModule
 from modules.outputs.export import HFExport
@@ -59,6 +60,7 @@ class HFLightningCLI(LightningCLI):
         parser.link_arguments("model.model_name_or_path", "data.model_name_or_path")
         parser.add_lightning_class_args(FitDecisions, "decisions")  # before the export, which reads what it fits
         parser.add_lightning_class_args(LabelIssues, "label_issues")  # after decisions: reads the calibration
+        parser.add_lightning_class_args(Distill, "distill")
         parser.add_lightning_class_args(HFExport, "export")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(TestReport, "report")

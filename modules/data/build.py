@@ -15,7 +15,7 @@ from transformers import AutoConfig
 from modules.data import arrow_rows, preprocess
 from modules.data.labels import LabelSpec, infer_label_spec
 from modules.data.long_text import warn_truncated, window_stride
-from modules.data.sources import SPLIT_ALIASES, load_splits, load_tokenizer, select_splits
+from modules.data.sources import SPLIT_ALIASES, load_splits, load_text_file, load_tokenizer, select_splits
 from modules.errors import HFLightningError
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ class BuiltData:
         label_counts: Train rows per label; None without a (whole) train split.
         datasets: Split name -> tokenized rows (windows with `--data.long_text chunk`).
         predict_raw: The predict rows as read, blank ones dropped.
-        eval_raw: Split -> the validation and test rows as cleaned, in the order of their `index` (the test report's
-            and label issues' texts).
+        raw_splits: Split -> the labelled rows as cleaned, in the order of their `index` (the test report's, label
+            issues' and the distillation teacher's texts).
         dropped_rows: Split -> reason -> rows dropped by cleaning, for `check`'s report.
         max_length: `--data.max_length` after `clamp_max_length`.
         stride: Tokens windows share with `--data.long_text chunk`; None when truncating.
@@ -56,7 +56,7 @@ class BuiltData:
     datasets: dict[str, Dataset] = field(default_factory=dict)
     label_counts: list[float] | None = None
     predict_raw: Dataset | None = None
-    eval_raw: dict[str, Dataset] = field(default_factory=dict)
+    raw_splits: dict[str, Dataset] = field(default_factory=dict)
     dropped_rows: dict[str, dict[str, int]] = field(default_factory=dict)
     stride: int | None = None
     windowed_texts: dict[str, int] = field(default_factory=dict)
@@ -71,7 +71,7 @@ def build(dm: "HFDataModule", stage: str) -> BuiltData:
     splits = select_splits(raw, STAGE_SPLITS[stage], dm.validation_size, dm.seed)
     for name, split in splits.items():
         check_columns(dm, split, name)
-    datasets, label_counts, predict_raw, dropped, texts, eval_raw = {}, None, None, {}, {}, {}
+    datasets, label_counts, predict_raw, dropped, texts, raw_splits = {}, None, None, {}, {}, {}
     model_config = AutoConfig.from_pretrained(dm.model_name_or_path)
     max_length = preprocess.effective_max_length(dm.max_length, tokenizer, model_config)
     stride = window_stride(dm.stride, max_length) if dm.long_text == "chunk" else None
@@ -96,8 +96,7 @@ def build(dm: "HFDataModule", stage: str) -> BuiltData:
                 dm.drop_invalid_rows,
                 source_file(dm, name, raw),
             )
-            if name in ("validation", "test"):
-                eval_raw[name] = split
+            raw_splits[name] = split
         datasets[name] = preprocess.tokenize(
             split,
             name,
@@ -125,7 +124,7 @@ def build(dm: "HFDataModule", stage: str) -> BuiltData:
         datasets=datasets,
         label_counts=label_counts,
         predict_raw=predict_raw,
-        eval_raw=eval_raw,
+        raw_splits=raw_splits,
         dropped_rows=dropped,
         stride=stride,
         windowed_texts=texts,
@@ -156,10 +155,40 @@ def build_streaming(dm: "HFDataModule") -> BuiltData:
         label_spec=spec,
         max_length=max_length,
         datasets={"validation": validation},
-        eval_raw={"validation": split},
+        raw_splits={"validation": split},
         dropped_rows={"validation": dropped},
         example_text=split[dm.text_column][0] if len(split) else None,
     )
+
+
+def build_unlabeled(dm: "HFDataModule", path: str) -> tuple[Dataset, Dataset]:
+    """The rows of an unlabelled text file (`--distill.unlabeled_file`) as read (blank ones dropped) and tokenized as
+    the train split was, each with a placeholder label and `index` counted on after the train split's rows (a loss
+    tells them apart by that). Both on disk, memory-mapped: the file may be larger than memory."""
+    train = dm.datasets["train"]
+    offset = len(dm.contract.raw_splits["train"])
+    rows = load_text_file(path, dm.text_column)
+    check_columns(dm, rows, "unlabeled")
+    rows = preprocess.drop_blank_inputs(rows, text_columns(dm), dm.drop_invalid_rows, path, name="unlabeled")
+    tokenized = preprocess.tokenize(
+        rows,
+        "unlabeled",
+        dm.tokenizer,
+        dm.effective_max_length,
+        dm.text_column,
+        dm.text_pair_column,
+        keep_labels=False,
+        num_proc=dm.preprocessing_num_workers,
+        stride=dm.contract.stride,
+    )
+    spec = dm.label_spec
+    placeholder = [0.0] * spec.num_labels if spec.task == "multi_label" else 0.0 if spec.task == "regression" else 0
+
+    def mark(batch: dict) -> dict:
+        return {"index": [offset + i for i in batch["index"]], "labels": [placeholder] * len(batch["index"])}
+
+    tokenized = tokenized.map(mark, batched=True, features=train.features, desc="Marking unlabeled rows")
+    return rows, tokenized
 
 
 def text_columns(dm: "HFDataModule") -> list[str]:
@@ -171,7 +200,7 @@ def check_columns(dm: "HFDataModule", split: Dataset, name: str) -> None:
     needed = [("--data.text_column", dm.text_column)]
     if dm.text_pair_column:
         needed.append(("--data.text_pair_column", dm.text_pair_column))
-    if name != "predict":
+    if name not in ("predict", "unlabeled"):
         labels = dm.label_column if isinstance(dm.label_column, list) else [dm.label_column]
         needed += [("--data.label_column", column) for column in labels]
     for flag, column in needed:

@@ -55,4 +55,6 @@ class PaddingCollator:
         batch["index"] = torch.tensor([row["index"] for row in rows], dtype=torch.long)
         if "labels" in rows[0] and rows[0]["labels"] is not None:
             batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=self.label_dtype)
+        if "teacher_logits" in rows[0]:  # distillation's soft targets (modules/distill)
+            batch["teacher_logits"] = torch.from_numpy(np.array([row["teacher_logits"] for row in rows], np.float32))
         return batch

@@ -72,8 +72,9 @@ class DataContract:
             without a train split or when it is streamed.
         train_rows: Rows of the train split (windows with `chunk`); 0 without one or when it is streamed.
         predict_raw: The rows `predict` runs on, as read (their columns come back with each prediction).
-        eval_raw: Split name (`validation`, `test`) -> its rows as cleaned, row `index` of the model's outputs
-            (modules/decisions/outputs.py) at position `index`: the texts of the test report and of label issues.
+        raw_splits: Split name (`train`, `validation`, `test`) -> its rows as cleaned (Arrow, memory-mapped), a row's
+            `index` in the tokenized split is its position here: the texts of the test report, of label issues and
+            of the teacher's pass in distillation (modules/distill).
         text_columns: The input column, and the pair's second column when there is one (`--data.text_column`,
             `--data.text_pair_column`): what the report and label issues show of a row.
         dataset: `--data.dataset`, for the run's summary and model card.
@@ -90,7 +91,7 @@ class DataContract:
     label_counts: list[float] | None = None
     train_rows: int = 0
     predict_raw: "Dataset | None" = None
-    eval_raw: "Mapping[str, Dataset]" = field(default_factory=dict)
+    raw_splits: "Mapping[str, Dataset]" = field(default_factory=dict)
     text_columns: tuple[str, ...] = ("text",)
     dataset: str | None = None
     data_files: str | list[str] | dict[str, str | list[str]] | None = None

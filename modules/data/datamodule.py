@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from modules.data.build import BuiltData, build, build_streaming
+from modules.data.build import BuiltData, build, build_streaming, build_unlabeled
 from modules.data.collate import PaddingCollator
 from modules.data.contract import DataContract
 from modules.data.labels import LabelSpec
@@ -179,7 +179,7 @@ class HFDataModule(LightningDataModule):
             label_counts=built.label_counts,
             train_rows=len(built.datasets["train"]) if "train" in built.datasets else 0,
             predict_raw=built.predict_raw,
-            eval_raw=built.eval_raw,
+            raw_splits=built.raw_splits,
             text_columns=tuple(c for c in (self.text_column, self.text_pair_column) if c),
             dataset=self.dataset,
             data_files=self.data_files,
@@ -190,6 +190,23 @@ class HFDataModule(LightningDataModule):
             rank_zero_info(
                 f"{name}: {texts:,} texts in {windows:,} windows of up to {self.effective_max_length} tokens"
             )
+
+    def unlabeled_rows(self, path: str) -> tuple[Dataset, Dataset]:
+        """The rows of an unlabelled text file as read and as tokenized for the train split, their `index` counted on
+        after its rows (`build_unlabeled`), for distillation's teacher to label."""
+        if self.streaming:
+            raise HFLightningError(
+                "--distill.unlabeled_file needs the train split in Arrow files: set --data.streaming false (Arrow "
+                "files are memory-mapped: the unlabeled file may still be larger than memory)."
+            )
+        return build_unlabeled(self, path)
+
+    def replace_train(self, train: Dataset, note: str | None = None) -> None:
+        """Train on `train` from now on: the train split with columns or rows a callback added in its `setup`
+        (distillation's teacher scores and unlabelled rows). `note` is printed once."""
+        self.datasets["train"] = train
+        if note:
+            rank_zero_info(note)
 
     # What `setup` found, for the data room's own use (loaders, `stats`); other rooms read `contract`.
     @property

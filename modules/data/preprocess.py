@@ -30,18 +30,18 @@ def where(index: int, name: str, source: str | None) -> str:
 
 
 def drop_blank_inputs(
-    split: Dataset, text_columns: list[str], drop_invalid_rows: bool, source: str | None = None
+    split: Dataset, text_columns: list[str], drop_invalid_rows: bool, source: str | None = None, name: str = "predict"
 ) -> Dataset:
-    """Prediction inputs without text (a blank line, an empty cell) are skipped with a count, not predicted as ""."""
+    """Unlabelled inputs without text (a blank line, an empty cell) are skipped with a count, not read as ""."""
     blank = arrow_rows.blank_text_mask(split, text_columns)
     if not blank.any():
         return split
     if not drop_invalid_rows:
         raise HFLightningError(
-            f"{where(int(np.argmax(blank)), 'predict', source)} has an empty text ({int(blank.sum())} such rows). "
+            f"{where(int(np.argmax(blank)), name, source)} has an empty text ({int(blank.sum())} such rows). "
             "Fix the file, or set --data.drop_invalid_rows true to skip them."
         )
-    print(f"Skipped {int(blank.sum())} of {len(split)} predict inputs with an empty text.")
+    print(f"Skipped {int(blank.sum())} of {len(split)} {name} inputs with an empty text.")
     return split.select(np.flatnonzero(~blank))
 
 

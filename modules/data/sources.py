@@ -212,13 +212,19 @@ def load_splits(
         raw = DatasetDict(train=raw)
     raw = DatasetDict({SPLIT_ALIASES.get(name, name): split for name, split in raw.items()})
     if predict_file:
-        predict = load_files(None, predict_file)["train"]
-        if list(predict.column_names) == ["text"] and text_column != "text":
-            predict = predict.rename_column("text", text_column)  # plain-text file: one input per line
-        raw["predict"] = predict
+        raw["predict"] = load_text_file(predict_file, text_column)
     elif predict_split in raw:
         raw["predict"] = raw[predict_split]
     return raw
+
+
+def load_text_file(path: str, text_column: str) -> Dataset:
+    """Unlabelled rows from one file (`--data.predict_file`, `--distill.unlabeled_file`): CSV, JSON lines, Parquet
+    or plain text (one input per line, read as `text_column`). Arrow on disk, memory-mapped: any size."""
+    rows = load_files(None, path)["train"]
+    if list(rows.column_names) == ["text"] and text_column != "text":
+        rows = rows.rename_column("text", text_column)
+    return rows
 
 
 def file_line(path: str, index: int) -> int | None:

@@ -116,7 +116,7 @@ class LabelIssues(Callback):
         folder = run_folder(trainer)  # on every rank: a collective
         if not trainer.is_global_zero:
             return
-        raw = pl_module.data_contract.eval_raw.get(split) if pl_module.data_contract else None
+        raw = pl_module.data_contract.raw_splits.get(split) if pl_module.data_contract else None
         columns = (*pl_module.data_contract.text_columns, None)[:2] if pl_module.data_contract else ("text", None)
         sources = source_columns(raw, *columns)
         rows, flagged = self.rows(pl_module, outputs, raw, sources)

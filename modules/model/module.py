@@ -18,6 +18,7 @@ from modules import compat
 from modules.data.contract import DataContract
 from modules.data.labels import PROBLEM_TYPES, TASKS, LabelSpec
 from modules.decisions.record import CHECKPOINT_KEY, Decisions
+from modules.distill.loss import DistillLoss
 from modules.errors import HFLightningError
 from modules.model import build
 from modules.model.evaluation import EvaluationSteps
@@ -119,6 +120,8 @@ class TransformerModule(EvaluationSteps, LightningModule):
         # The CLI sets this when `--ckpt_path` will overwrite the weights: then only the architecture is built.
         self.weights_from_checkpoint = False
         self._train_loss = TrainLossLog()
+        # Set by `--distill.*` (modules/distill/callback.py) before training: the training loss mixes in the teacher's.
+        self.distillation: DistillLoss | None = None
         if lora_r:
             # LoRA checkpoints hold only the trained tensors, so Lightning must not ask for the frozen ones (FSDP loads
             # through its own path); `check_trained_keys` is strict about the trained ones instead.
@@ -225,7 +228,11 @@ class TransformerModule(EvaluationSteps, LightningModule):
         return task_loss(self.task, logits, labels, self.loss_weights if weighted else None)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        loss = self._loss(self(batch), batch["labels"], weighted=True)
+        logits = self(batch)
+        if self.distillation is not None:
+            loss = self.distillation(logits, batch, lambda out, labels: self._loss(out, labels, weighted=True))
+        else:
+            loss = self._loss(logits, batch["labels"], weighted=True)
         if not torch.isfinite(loss):  # one host sync per step; the progress bar reads the loss anyway
             where = f"at step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
             if self.hparams.nonfinite_loss == "skip" and self.trainer.world_size == 1:

@@ -141,7 +141,7 @@ def _inputs(contract) -> tuple[object, list[str]]:
     """The test split's cleaned rows (None when the data keeps none) and the columns test_errors.csv repeats."""
     if contract is None:
         return None, []
-    source = contract.eval_raw.get("test")
+    source = contract.raw_splits.get("test")
     return source, errors.input_columns(source, list(contract.text_columns))
 
 

@@ -130,7 +130,7 @@ def test_single_label_report_and_errors(tmp_path, tiny_model, reviews_dir, capsy
     assert len(errors) == round((1 - metrics["test_acc"]) * 100) > 0
     confidence = [float(r["confidence"]) for r in errors]
     assert confidence == sorted(confidence, reverse=True)
-    test_split = cli.datamodule.contract.eval_raw["test"]
+    test_split = cli.datamodule.contract.raw_splits["test"]
     for row in errors:  # each row is wrong, and its text and gold label are those of its row in the test split
         assert row["gold"] != row["predicted"]
         source = test_split[int(row["index"])]

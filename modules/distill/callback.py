@@ -1,0 +1,102 @@
+"""`Distill`, the `--distill.*` flags: before `fit` trains, the teacher scores the train rows (and an unlabelled
+file's) once, and the model's training loss becomes the mix `DistillLoss` computes."""
+
+from pathlib import Path
+
+import torch
+from datasets import concatenate_datasets
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from modules.distill.loss import DistillLoss
+from modules.distill.targets import teacher_loader, with_teacher_logits
+from modules.distill.teacher import read_teacher_file
+from modules.errors import HFLightningError
+
+
+class Distill(Callback):
+    """Knowledge distillation: the model being fitted (the student) learns from a trained teacher's scores.
+
+    Typical use: a 3-layer student of the teacher's own base model (`--model.num_layers 3`) runs about twice as fast
+    and keeps most of the teacher's accuracy; an unlabelled file of in-domain texts gives it more to learn from.
+
+    Args:
+        teacher: A run's checkpoint (`.ckpt`) or Hugging Face export folder (`hf_model/`) trained on the same labels
+            (any architecture and tokenizer: it reads the texts with its own). None: no distillation.
+        alpha: Weight of the soft loss against the teacher; the gold labels' loss gets 1 - alpha. 1 learns from the
+            teacher alone.
+        temperature: Softens both models' scores before they are compared (single- and multi-label): above 1 the
+            student also learns how the teacher ranks the wrong classes. The soft loss is scaled by its square.
+        unlabeled_file: A file of texts without labels (CSV, JSON lines, Parquet with the `--data.text_column`, or
+            plain text, one per line) for the teacher to label: its rows join the train split with the soft loss only.
+            Read and scored in chunks, cached on disk: it may be larger than memory.
+        batch_size: Rows per teacher batch while it scores the texts.
+    """
+
+    def __init__(
+        self,
+        teacher: str | None = None,
+        alpha: float = 0.5,
+        temperature: float = 2.0,
+        unlabeled_file: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        if not 0 <= alpha <= 1:
+            raise HFLightningError(f"--distill.alpha must be in [0, 1] (the soft loss's weight); got {alpha}.")
+        if not temperature > 0:
+            raise HFLightningError(
+                f"--distill.temperature must be above 0 (1 leaves the scores as they are); got {temperature}."
+            )
+        if batch_size < 1:
+            raise HFLightningError(f"--distill.batch_size must be at least 1; got {batch_size}.")
+        if unlabeled_file is not None and teacher is None:
+            raise HFLightningError("--distill.unlabeled_file needs --distill.teacher: the teacher labels its rows.")
+        if unlabeled_file is not None and not Path(unlabeled_file).expanduser().is_file():
+            raise HFLightningError(f"--distill.unlabeled_file {unlabeled_file} does not exist or is not a file.")
+        # Read now, before any data is loaded: a wrong path or file is a one-line error at once.
+        self.teacher = read_teacher_file(teacher) if teacher is not None else None
+        self.alpha, self.temperature, self.batch_size = alpha, temperature, batch_size
+        self.unlabeled_file = unlabeled_file
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit" or self.teacher is None:
+            return
+        datamodule = trainer.datamodule
+        contract = getattr(datamodule, "contract", None)
+        if contract is None or contract.label_spec is None or "train" not in getattr(datamodule, "datasets", {}):
+            raise HFLightningError(
+                "--distill.teacher needs the train split in Arrow files (hf-lightning's data module, "
+                "--data.streaming false)."
+            )
+        columns = self.teacher.columns_for(contract.label_spec)  # before the teacher is loaded
+        # The first process scores and fills the cache; the others then read it.
+        if trainer.is_global_zero:
+            self._score(trainer, datamodule, columns)
+        trainer.strategy.barrier("distill-teacher-scores")
+        if not trainer.is_global_zero:
+            self._score(trainer, datamodule, columns)
+        spec = contract.label_spec
+        labeled = len(contract.raw_splits["train"])
+        pl_module.distillation = DistillLoss(
+            spec.task, self.alpha, self.temperature, labeled, unlabeled=self.unlabeled_file is not None
+        )
+
+    def _score(self, trainer: Trainer, datamodule, columns: list[int]) -> None:
+        contract = datamodule.contract
+        device = trainer.strategy.root_device
+        device = device if device.type == "cuda" else torch.device("cpu")
+        loaded = teacher_loader(self.teacher, device)
+        texts = contract.text_columns
+
+        def scored(tokenized, raw, offset):
+            return with_teacher_logits(
+                tokenized, raw, offset, self.teacher, columns, texts, self.batch_size, device, loaded
+            )
+
+        train = scored(datamodule.datasets["train"], contract.raw_splits["train"], 0)
+        note = f"Distilling from {self.teacher.path} (alpha {self.alpha}, temperature {self.temperature})"
+        if self.unlabeled_file is not None:
+            raw, tokenized = datamodule.unlabeled_rows(self.unlabeled_file)
+            extra = scored(tokenized, raw, len(contract.raw_splits["train"]))
+            train = concatenate_datasets([train, extra])
+            note += f", with {len(raw):,} unlabeled rows from {self.unlabeled_file}"
+        datamodule.replace_train(train, note if trainer.is_global_zero else None)
