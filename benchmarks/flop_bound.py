@@ -305,7 +305,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, help="tokens per row for every row, instead of --data_file")
     parser.add_argument("--max_length", type=int, help="the server's --max_length; default its own (the model's)")
     parser.add_argument("--served", nargs="*", default=[], help="served rows/s per backend, e.g. torch-fp32=150")
-    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (the server's)")
+    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads: the server's cores")
     parser.add_argument("--repeats", type=int, default=5, help="timings per product, best kept")
     parser.add_argument("--peak_rows", type=int, default=32, help="rows of a pass whose products set the peaks")
     parser.add_argument("--peak_tokens", type=int, default=64, help="tokens per row of those products")
