@@ -10,7 +10,6 @@ import pytest
 
 from helpers import ROOT, run_dir, run_subprocess, write_base_config
 from modules.check.command import CheckFailed
-from modules.check.cost import run_estimate, steady_state_seconds
 from modules.cli.app import cli_main
 from modules.data.demo import NEGATIVE, NEUTRAL, POSITIVE
 from modules.errors import HFLightningError
@@ -110,21 +109,6 @@ def test_check_on_each_shipped_config(configs, tmp_path, tiny_model):
     # Nothing a later command would pick up: no version folder, no checkpoint.
     assert sorted(p.name for p in (tmp_path / "logs" / name).iterdir()) == ["check"]
     assert not list((tmp_path / "logs").rglob("*.ckpt"))
-
-
-def test_steady_state_counts_warm_up_once_per_shape_not_per_batch():
-    # Three strata standing for 10, 20 and 30 batches; the third's shape already ran, so its cold time is warm.
-    seconds, warmup = steady_state_seconds(
-        cold=[1.5, 2.5, 3.0], warm=[1.0, 2.0, 3.0], counts=[10, 20, 30], fresh=[True, True, False], distinct_shapes=4
-    )
-    assert warmup == pytest.approx(0.5)  # mean of 0.5 and 0.5 over the fresh strata
-    assert seconds == pytest.approx(10 * 1.0 + 20 * 2.0 + 30 * 3.0 + 4 * 0.5)  # not + 60 * 0.5, not + 0
-    # Noise (warm slower than cold) floors at zero rather than cutting the steady time...
-    assert steady_state_seconds([1.0], [1.2], [5], [True], 3) == pytest.approx((6.0, 0.0))
-    # ...and the floor is on the mean: noise of one stratum does not turn into warm-up.
-    assert steady_state_seconds([1.5, 1.0], [1.0, 1.2], [1, 1], [True, True], 1)[1] == pytest.approx(0.15)
-    # A run of 3 epochs pays the first epoch's warm-up once.
-    assert run_estimate(142.0, 60, 1, 3, -1, warmup_seconds=2.0) == (pytest.approx(3 * 140.0 + 2.0), 3)
 
 
 def test_check_reports_labels_and_drops(tmp_path, tiny_model):
