@@ -196,6 +196,11 @@ class HFLightningCLI(LightningCLI):
         # With --ckpt_path the checkpoint supplies the weights: skip loading the pretrained ones first.
         self.model.weights_from_checkpoint = bool(self.config[self.subcommand].get("ckpt_path"))
 
+    def before_fit(self) -> None:
+        for callback in self.trainer.callbacks:  # files `fit` will need, checked before any data is read
+            if isinstance(callback, Distill):
+                callback.check_files()
+
     def fit(self, model: LightningModule, **kwargs: Any) -> None:
         with stop_gracefully(self.trainer):
             self.trainer.fit(model, **kwargs)

@@ -9,7 +9,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from modules.distill.loss import DistillLoss
 from modules.distill.targets import teacher_loader, with_teacher_logits
-from modules.distill.teacher import read_teacher_file
+from modules.distill.teacher import TeacherFile, read_teacher_file
 from modules.errors import HFLightningError
 
 
@@ -50,16 +50,24 @@ class Distill(Callback):
             raise HFLightningError(f"--distill.batch_size must be at least 1; got {batch_size}.")
         if unlabeled_file is not None and teacher is None:
             raise HFLightningError("--distill.unlabeled_file needs --distill.teacher: the teacher labels its rows.")
-        if unlabeled_file is not None and not Path(unlabeled_file).expanduser().is_file():
-            raise HFLightningError(f"--distill.unlabeled_file {unlabeled_file} does not exist or is not a file.")
-        # Read now, before any data is loaded: a wrong path or file is a one-line error at once.
-        self.teacher = read_teacher_file(teacher) if teacher is not None else None
-        self.alpha, self.temperature, self.batch_size = alpha, temperature, batch_size
+        self.teacher_path, self.alpha, self.temperature, self.batch_size = teacher, alpha, temperature, batch_size
         self.unlabeled_file = unlabeled_file
+        self.teacher: TeacherFile | None = None  # read by `check_files`: `test` of a student needs no teacher
+
+    def check_files(self) -> None:
+        """Before `fit` reads any data (the CLI calls it): the teacher recognised from its files alone, the
+        unlabelled file present. A wrong path or file is a one-line error at once."""
+        if self.teacher_path is None:
+            return
+        if self.unlabeled_file is not None and not Path(self.unlabeled_file).expanduser().is_file():
+            raise HFLightningError(f"--distill.unlabeled_file {self.unlabeled_file} does not exist or is not a file.")
+        self.teacher = read_teacher_file(self.teacher_path)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage != "fit" or self.teacher is None:
+        if stage != "fit" or self.teacher_path is None:
             return
+        if self.teacher is None:  # a Trainer driven without the CLI
+            self.check_files()
         datamodule = trainer.datamodule
         contract = getattr(datamodule, "contract", None)
         if contract is None or contract.label_spec is None or "train" not in getattr(datamodule, "datasets", {}):

@@ -135,6 +135,11 @@ def test_one_layer_student_learns_from_a_teacher_export_and_an_unlabelled_file(
     train = cli.datamodule.datasets["train"]
     assert len(train) == 800 + 200 and "teacher_logits" in train.column_names
     assert cli.model.model.config.num_hidden_layers == 1 and cli.trainer.global_step == -(-1000 // 16)
+    # The student's own commands need no teacher: a config that still names a teacher that is gone tests fine.
+    tested = cli_main(
+        ["test", "--config", str(base), "--ckpt_path", "best", "--distill.teacher", str(tmp_path / "gone")]
+    )
+    assert "test_f1_macro" in tested.trainer.callback_metrics
     with pytest.raises(HFLightningError, match=r"^--distill.teacher .* was trained for multi_label"):
         cli_main(["fit", "--config", str(base), "--data.data_files", "null", "--data.label_column", "label",
                   "--data.dataset", str(reviews_dir), "--distill.teacher", str(topic_run["export"])])  # fmt: skip
