@@ -27,6 +27,8 @@ from modules.decisions.record import Decisions
 from modules.errors import HFLightningError
 from modules.model import trained_model
 from modules.model.lora import parameter_counts
+from modules.outputs.int8_check import describe as describe_int8
+from modules.outputs.int8_check import int8_check
 from modules.outputs.model_card import write_model_card
 from modules.outputs.onnx import INT8_FILE, export_onnx, require_onnxruntime
 from modules.runs.paths import load_checkpoint, log_folder
@@ -144,7 +146,21 @@ class HFExport(Callback):
                 print(f"Exported {checkpoint} in Hugging Face format to {output_dir}")
                 if self.onnx:
                     print(f"Exported ONNX to {export_onnx(output_dir, quantize=self.quantize)}")
+                if self.quantize:
+                    self._check_int8(output_dir, pl_module)
         trainer.strategy.barrier()
+
+    @staticmethod
+    def _check_int8(output_dir: Path, pl_module: LightningModule) -> None:
+        """Compare `model.int8.onnx` with `model.onnx` on the validation split; recorded for `serve --backend auto`."""
+        contract = pl_module.data_contract
+        rows = contract.raw_splits.get("validation")
+        if pl_module.task == "regression" or rows is None or not len(rows):
+            return
+        columns = contract.text_columns
+        pairs = rows[columns[1]][:] if len(columns) > 1 else None
+        check = int8_check(output_dir, rows[columns[0]][:], pairs, rows["labels"][:], "validation")
+        print(describe_int8(check))
 
 
 def main(args: list[str] | None = None) -> None:

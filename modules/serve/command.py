@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from modules.cli.plain_parser import PlainParser
@@ -56,9 +57,11 @@ def parse(args: list[str] | None) -> argparse.Namespace:
         help="ZeroMQ queues between the HTTP server and the workers instead of multiprocessing ones",
     )  # fmt: skip
     parser.add_argument(
-        "--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+        "--backend", default="torch", choices=["torch", "onnx", "onnx-int8", "auto"],
         help="torch: the PyTorch model; onnx / onnx-int8: model.onnx / model.int8.onnx with onnxruntime on the CPU "
-        "(written by --export.onnx true [--export.quantize true], docs/serve.md)",
+        "(written by --export.onnx true [--export.quantize true], docs/serve.md); auto: the fastest the export has "
+        "that is exact enough (int8 when its validation check recorded it within half a point of fp32, else onnx, "
+        "else torch), on the CPU",
     )  # fmt: skip
     parser.add_argument(
         "--precision", default="32-true", choices=list(DTYPES),
@@ -79,6 +82,9 @@ def parse(args: list[str] | None) -> argparse.Namespace:
         f"${API_KEY_VARIABLE}, which keeps the key out of the process list",
     )  # fmt: skip
     options = parser.parse_args(args)
+    if options.backend == "auto":
+        options.backend, why = auto_backend(options.model)
+        print(f"--backend auto: {options.backend} ({why})")
     if options.backend != "torch" and options.accelerator not in ("auto", "cpu"):
         parser.error(f"--backend {options.backend} runs on the CPU: drop --accelerator {options.accelerator}")
     if options.backend != "torch" and options.precision != "32-true":
@@ -92,6 +98,31 @@ def parse(args: list[str] | None) -> argparse.Namespace:
         if getattr(options, name) is not None and getattr(options, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return options
+
+
+def auto_backend(model: str) -> tuple[str, str]:
+    """`--backend auto`: the fastest backend the export has that is exact enough, and why it was chosen. int8 only
+    with the export's recorded check (modules/outputs/int8_check.py) saying so; onnxruntime must be installed."""
+    from importlib.util import find_spec
+
+    from modules.outputs.int8_check import describe, read_check
+    from modules.outputs.onnx import INT8_FILE, ONNX_FILE
+
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return "torch", "not an export folder"
+    if find_spec("onnxruntime") is None:
+        return "torch", "onnxruntime is not installed: pip install -e '.[onnx]'"
+    check = read_check(folder)
+    if (folder / INT8_FILE).is_file():
+        if check and check["exact_enough"]:
+            return "onnx-int8", describe(check)
+        why = describe(check) if check else f"{INT8_FILE} has no recorded check (written by --export.quantize true)"
+    else:
+        why = f"no {INT8_FILE}"
+    if (folder / ONNX_FILE).is_file():
+        return "onnx", why
+    return "torch", f"{why}; no {ONNX_FILE}"
 
 
 def device_type(accelerator: str, backend: str) -> str:

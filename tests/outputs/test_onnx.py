@@ -94,3 +94,33 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
     with pytest.raises(HFLightningError, match=r"pip install -e '\.\[onnx\]'"):
         onnx_module.require_onnxruntime()
+
+
+def test_int8_check_is_recorded_and_auto_serves_the_fastest_exact_enough_file(topic_run, tmp_path):
+    import json
+
+    from modules.outputs.int8_check import CHECK_KEY, int8_check, read_check
+    from modules.outputs.onnx import quantize_onnx
+    from modules.serve.command import auto_backend
+
+    folder = tmp_path / "export"
+    shutil.copytree(topic_run["export"], folder)
+    assert auto_backend(str(folder)) == ("onnx", f"no {INT8_FILE}")
+    quantize_onnx(folder / ONNX_FILE, folder / INT8_FILE)
+    assert auto_backend(str(folder))[0] == "onnx"  # an int8 file nobody checked is not served by `auto`
+    rows = [json.loads(line) for line in open(topic_run["files"]["validation"])]
+    names = json.loads((folder / "config.json").read_text())["id2label"]
+    labels = [[float(n in row["labels"]) for n in (names[str(i)] for i in range(len(names)))] for row in rows]
+    check = int8_check(folder, [row["text"] for row in rows], None, labels, "validation")
+    assert read_check(folder) == check == json.loads((folder / "config.json").read_text())[CHECK_KEY]
+    assert check["metric"] == "micro_f1" and check["rows"] == len(rows) and 0 <= check["agreement"] <= 1
+    assert check["fp32"] > 0.5  # the topic run learned its labels: a broken comparison would not score this
+    assert check["exact_enough"] == (check["fp32"] - check["int8"] <= 0.005)
+    assert auto_backend(str(folder))[0] == ("onnx-int8" if check["exact_enough"] else "onnx")
+    written = json.loads((folder / "config.json").read_text())
+    written[CHECK_KEY] |= {"int8": check["fp32"] - 0.02, "exact_enough": False}
+    (folder / "config.json").write_text(json.dumps(written))
+    backend, why = auto_backend(str(folder))
+    assert backend == "onnx" and "NOT within 0.5" in why
+    (folder / ONNX_FILE).unlink()
+    assert auto_backend(str(folder))[0] == "torch"
