@@ -10,7 +10,9 @@ model: `fit` (with the export, ONNX and int8 files for serving), `test --ckpt_pa
 --ckpt_path <best>` on `--predict_rows` texts (the train split's, cycled), timed from process start to exit.
 Students: `--model.num_layers N` of the same pretrained model, plain and with `--distill.teacher <teacher's export>`
 (its scores on the train split are computed once; each distilled fit's time includes reading them, the first one's
-also computing them). Prints a markdown table; rows/s and ratios compare only within one run of this script.
+also computing them), and with `--augment K` also distilled with `--distill.augment K` (K perturbed copies of each
+train row, labelled by the teacher). Prints a markdown table; rows/s and ratios compare only within one run of this
+script.
 """
 
 import argparse
@@ -89,6 +91,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, nargs="+", default=[3], help="student depths")
     parser.add_argument("--out", type=Path, required=True, help="where runs and logs go (kept: reruns reuse them)")
     parser.add_argument("--predict_rows", type=int, default=8000)
+    parser.add_argument("--augment", type=int, default=0, help="also distil with --distill.augment N (a third row)")
     parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[], help="more flags for every fit and test")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +107,9 @@ def main() -> None:
         results.append(fit_and_test(f"student{layers}_plain", flags, args.out, ["--model.num_layers", str(layers)]))
         distill = ["--model.num_layers", str(layers), "--distill.teacher", str(export)]
         results.append(fit_and_test(f"student{layers}_distilled", flags, args.out, distill))
+        if args.augment:
+            augment = [*distill, "--distill.augment", str(args.augment)]
+            results.append(fit_and_test(f"student{layers}_distilled_aug{args.augment}", flags, args.out, augment))
     for result in results:
         predict_speed(result, texts, args.out)
 

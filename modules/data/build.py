@@ -161,13 +161,14 @@ def build_streaming(dm: "HFDataModule") -> BuiltData:
     )
 
 
-def build_unlabeled(dm: "HFDataModule", path: str) -> tuple[Dataset, Dataset]:
-    """The rows of an unlabelled text file (`--distill.unlabeled_file`) as read (blank ones dropped) and tokenized as
-    the train split was, each with a placeholder label and `index` counted on after the train split's rows (a loss
-    tells them apart by that). Both on disk, memory-mapped: the file may be larger than memory."""
+def build_unlabeled(dm: "HFDataModule", source: str | Dataset, offset: int) -> tuple[Dataset, Dataset]:
+    """Unlabelled rows (a text file's, `--distill.unlabeled_file`, or a dataset of the text columns) as read (blank
+    ones dropped) and tokenized as the train split was, each with a placeholder label and `index` counted on from
+    `offset` (past the train split's rows: a loss tells them apart by that). Both on disk, memory-mapped: the file
+    may be larger than memory."""
     train = dm.datasets["train"]
-    offset = len(dm.contract.raw_splits["train"])
-    rows = load_text_file(path, dm.text_column)
+    path = source if isinstance(source, str) else None
+    rows = load_text_file(source, dm.text_column) if path else source
     check_columns(dm, rows, "unlabeled")
     rows = preprocess.drop_blank_inputs(rows, text_columns(dm), dm.drop_invalid_rows, path, name="unlabeled")
     tokenized = preprocess.tokenize(

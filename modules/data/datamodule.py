@@ -191,15 +191,15 @@ class HFDataModule(LightningDataModule):
                 f"{name}: {texts:,} texts in {windows:,} windows of up to {self.effective_max_length} tokens"
             )
 
-    def unlabeled_rows(self, path: str) -> tuple[Dataset, Dataset]:
-        """The rows of an unlabelled text file as read and as tokenized for the train split, their `index` counted on
-        after its rows (`build_unlabeled`), for distillation's teacher to label."""
+    def unlabeled_rows(self, source: str | Dataset, offset: int) -> tuple[Dataset, Dataset]:
+        """Unlabelled rows (a text file, or a dataset of the text columns) as read and as tokenized for the train
+        split, their `index` counted on from `offset` (`build_unlabeled`), for distillation's teacher to label."""
         if self.streaming:
             raise HFLightningError(
                 "--distill.unlabeled_file needs the train split in Arrow files: set --data.streaming false (Arrow "
                 "files are memory-mapped: the unlabeled file may still be larger than memory)."
             )
-        return build_unlabeled(self, path)
+        return build_unlabeled(self, source, offset)
 
     def replace_train(self, train: Dataset, note: str | None = None) -> None:
         """Train on `train` from now on: the train split with columns or rows a callback added in its `setup`

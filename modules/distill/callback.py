@@ -7,6 +7,7 @@ import torch
 from datasets import concatenate_datasets
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from modules.distill.augment import augmented
 from modules.distill.loss import DistillLoss
 from modules.distill.targets import teacher_loader, with_teacher_logits
 from modules.distill.teacher import TeacherFile, read_teacher_file
@@ -29,6 +30,12 @@ class Distill(Callback):
         unlabeled_file: A file of texts without labels (CSV, JSON lines, Parquet with the `--data.text_column`, or
             plain text, one per line) for the teacher to label: its rows join the train split with the soft loss only.
             Read and scored in chunks, cached on disk: it may be larger than memory.
+        augment: Perturbed copies of each train row for the teacher to label (Tang et al., 2019): words masked
+            (the student tokenizer's mask token) at 10%, and for single texts a quarter of the copies cut to a random
+            run of 1-5 words. They join the train split with the soft loss only: each epoch is 1 + augment times
+            longer, and small students gain most from it. 0: none.
+        augment_seed: Seed of the perturbations (the copies, and the teacher's cached scores of them, are reused
+            while it stays the same).
         batch_size: Rows per teacher batch while it scores the texts.
     """
 
@@ -38,6 +45,8 @@ class Distill(Callback):
         alpha: float = 0.5,
         temperature: float = 2.0,
         unlabeled_file: str | None = None,
+        augment: int = 0,
+        augment_seed: int = 0,
         batch_size: int = 64,
     ) -> None:
         if not 0 <= alpha <= 1:
@@ -50,6 +59,11 @@ class Distill(Callback):
             raise HFLightningError(f"--distill.batch_size must be at least 1; got {batch_size}.")
         if unlabeled_file is not None and teacher is None:
             raise HFLightningError("--distill.unlabeled_file needs --distill.teacher: the teacher labels its rows.")
+        if augment < 0 or (augment and teacher is None):
+            raise HFLightningError(
+                f"--distill.augment {augment}: a count of copies (0 or more) for --distill.teacher to label."
+            )
+        self.augment, self.augment_seed = augment, augment_seed
         self.teacher_path, self.alpha, self.temperature, self.batch_size = teacher, alpha, temperature, batch_size
         self.unlabeled_file = unlabeled_file
         self.teacher: TeacherFile | None = None  # read by `check_files`: `test` of a student needs no teacher
@@ -85,7 +99,7 @@ class Distill(Callback):
         spec = contract.label_spec
         labeled = len(contract.raw_splits["train"])
         pl_module.distillation = DistillLoss(
-            spec.task, self.alpha, self.temperature, labeled, unlabeled=self.unlabeled_file is not None
+            spec.task, self.alpha, self.temperature, labeled, unlabeled=bool(self.unlabeled_file or self.augment)
         )
 
     def _score(self, trainer: Trainer, datamodule, columns: list[int]) -> None:
@@ -100,11 +114,19 @@ class Distill(Callback):
                 tokenized, raw, offset, self.teacher, columns, texts, self.batch_size, device, loaded
             )
 
-        train = scored(datamodule.datasets["train"], contract.raw_splits["train"], 0)
+        offset = len(contract.raw_splits["train"])
+        parts = [scored(datamodule.datasets["train"], contract.raw_splits["train"], 0)]
         note = f"Distilling from {self.teacher.path} (alpha {self.alpha}, temperature {self.temperature})"
+        extras = []
+        if self.augment:
+            mask = contract.tokenizer.mask_token if contract.tokenizer is not None else None
+            copies = augmented(contract.raw_splits["train"], texts, self.augment, self.augment_seed, mask)
+            extras.append((copies, "perturbed copies of the train rows"))
         if self.unlabeled_file is not None:
-            raw, tokenized = datamodule.unlabeled_rows(self.unlabeled_file)
-            extra = scored(tokenized, raw, len(contract.raw_splits["train"]))
-            train = concatenate_datasets([train, extra])
-            note += f", with {len(raw):,} unlabeled rows from {self.unlabeled_file}"
-        datamodule.replace_train(train, note if trainer.is_global_zero else None)
+            extras.append((self.unlabeled_file, f"unlabeled rows from {self.unlabeled_file}"))
+        for source, what in extras:
+            raw, tokenized = datamodule.unlabeled_rows(source, offset)
+            parts.append(scored(tokenized, raw, offset))
+            offset += len(raw)
+            note += f", with {len(raw):,} {what}"
+        datamodule.replace_train(concatenate_datasets(parts), note if trainer.is_global_zero else None)

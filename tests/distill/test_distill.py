@@ -14,6 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from helpers import TOPICS, write_base_config
 from modules.cli.app import cli_main
 from modules.data.labels import LabelSpec
+from modules.distill.augment import augmented, perturb
 from modules.distill.loss import DistillLoss, soft_loss
 from modules.distill.targets import teacher_loader, with_teacher_logits
 from modules.distill.teacher import read_teacher_file
@@ -130,11 +131,14 @@ def test_one_layer_student_learns_from_a_teacher_export_and_an_unlabelled_file(
     )
     cli = cli_main(["fit", "--config", str(base), "--model.num_layers", "1",
                     "--distill.teacher", str(topic_run["export"]), "--distill.unlabeled_file", str(unlabelled),
-                    "--distill.alpha", "0.7"])  # fmt: skip
-    assert f"Distilling from {topic_run['export']} (alpha 0.7, temperature 2.0), with 200 unlabeled rows" in caplog.text
+                    "--distill.alpha", "0.7", "--distill.augment", "1"])  # fmt: skip
+    assert (
+        f"Distilling from {topic_run['export']} (alpha 0.7, temperature 2.0), with 800 perturbed copies of the train "
+        f"rows, with 200 unlabeled rows" in caplog.text
+    )
     train = cli.datamodule.datasets["train"]
-    assert len(train) == 800 + 200 and "teacher_logits" in train.column_names
-    assert cli.model.model.config.num_hidden_layers == 1 and cli.trainer.global_step == -(-1000 // 16)
+    assert len(train) == 800 + 800 + 200 and "teacher_logits" in train.column_names
+    assert cli.model.model.config.num_hidden_layers == 1 and cli.trainer.global_step == -(-1800 // 16)
     # The student's own commands need no teacher: a config that still names a teacher that is gone tests fine.
     tested = cli_main(
         ["test", "--config", str(base), "--ckpt_path", "best", "--distill.teacher", str(tmp_path / "gone")]
@@ -143,3 +147,25 @@ def test_one_layer_student_learns_from_a_teacher_export_and_an_unlabelled_file(
     with pytest.raises(HFLightningError, match=r"^--distill.teacher .* was trained for multi_label"):
         cli_main(["fit", "--config", str(base), "--data.data_files", "null", "--data.label_column", "label",
                   "--data.dataset", str(reviews_dir), "--distill.teacher", str(topic_run["export"])])  # fmt: skip
+
+
+def test_perturbed_copies_mask_words_cut_ngrams_and_repeat_with_the_seed(tmp_path):
+    import random
+
+    text = " ".join(f"w{i}" for i in range(40))
+    copies = [perturb(text, random.Random(i), "[MASK]", ngram=True) for i in range(400)]
+    masked = sum(c.split().count("[MASK]") for c in copies if len(c.split()) == 40) / (40 * 300)
+    assert 0.07 < masked < 0.13  # about MASK_RATE (0.1) of the words of uncut copies
+    cut = [c for c in copies if len(c.split()) <= 5]
+    assert 70 < len(cut) < 130 and all(c in text or "[MASK]" in c for c in cut)  # about NGRAM_RATE: runs of words
+    assert all(perturb("one", random.Random(i), None, ngram=True) == "one" for i in range(50))  # never empty
+    rows = load_dataset("json", data_files=str(_jsonl(tmp_path, ["a b c d e f", "g h i j"])))["train"]
+    first, again = (augmented(rows, ["text"], 3, seed=7, mask_token="[MASK]") for _ in range(2))
+    assert first.column_names == ["text"] and len(first) == 6 and first["text"][:] == again["text"][:]
+    assert augmented(rows, ["text"], 3, seed=8, mask_token="[MASK]")["text"][:] != first["text"][:]
+
+
+def _jsonl(folder: Path, texts: list[str]) -> Path:
+    path = folder / "texts.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": 0}) + "\n" for t in texts))
+    return path
