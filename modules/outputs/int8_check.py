@@ -73,10 +73,10 @@ def int8_check(model_dir: str | Path, texts: Sequence[str], pairs: Sequence[str]
 def describe(check: dict) -> str:
     """One line for the log."""
     points = 100 * (check["int8"] - check["fp32"])
-    verdict = "within" if check["exact_enough"] else "NOT within"
+    verdict = "exact enough" if check["exact_enough"] else f"more than {100 * TOLERANCE:.1f} below: not exact enough"
     return (
         f"int8 on {check['split']} ({check['rows']:,} rows): {check['metric']} {check['int8']:.4f} against fp32's "
-        f"{check['fp32']:.4f} ({points:+.2f} points, {verdict} {100 * TOLERANCE:.1f}), decisions agree on "
+        f"{check['fp32']:.4f} ({points:+.2f} points, {verdict}), decisions agree on "
         f"{100 * check['agreement']:.1f}% of rows"
     )
 

@@ -121,6 +121,6 @@ def test_int8_check_is_recorded_and_auto_serves_the_fastest_exact_enough_file(to
     written[CHECK_KEY] |= {"int8": check["fp32"] - 0.02, "exact_enough": False}
     (folder / "config.json").write_text(json.dumps(written))
     backend, why = auto_backend(str(folder))
-    assert backend == "onnx" and "NOT within 0.5" in why
+    assert backend == "onnx" and "more than 0.5 below: not exact enough" in why
     (folder / ONNX_FILE).unlink()
     assert auto_backend(str(folder))[0] == "torch"
