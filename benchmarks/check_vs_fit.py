@@ -55,6 +55,9 @@ def main(flags: list[str]) -> None:
             sys.exit(f"fit failed ({fit.returncode}):\n{fit.stdout[-2000:]}{fit.stderr[-3000:]}")
     fit_epoch, fit_rss = float(epoch.group(1)), int(rss.group(1)) * 1024
     print(f"check: epoch_seconds {report['epoch_seconds']}  peak_memory_bytes {report['peak_memory_bytes']}")
+    detail = ("warmup_seconds", "distinct_shapes", "validation_distinct_shapes", "steps_peak_memory_bytes",
+              "end_of_fit_memory_bytes")  # fmt: skip
+    print("check detail: " + "  ".join(f"{key} {report.get(key)}" for key in detail))
     print(f"fit:   epoch seconds {fit_epoch}  max RSS bytes {fit_rss}")
     epoch_ratio, memory_ratio = report["epoch_seconds"] / fit_epoch, report["peak_memory_bytes"] / fit_rss
     print(f"check/fit: epoch {epoch_ratio:.3f}  memory {memory_ratio:.3f}")
