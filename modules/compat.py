@@ -28,6 +28,11 @@ transformers (5.x)
   applies and to restore it (`PreTrainedModel.set_attn_implementation` is the public setter, with no getter).
 - `PreTrainedModel._supports_attention_backend`: whether a model accepts a registered attention function.
 
+datasets (5.x)
+- `Dataset._fingerprint`: the hash `datasets` names a dataset's cache files by (it has no public getter). Distillation
+  keys the cache of the teacher's scores, and of the perturbed copies, by the fingerprints of the rows they were
+  computed from (`new_fingerprint` of `Dataset.map`), so they are reused exactly while those rows stay the same.
+
 torch (2.6+)
 - `nn.Module._forward_hooks`, `_forward_pre_hooks`, `torch.nn.modules.module._global_forward_hooks`: a projection
   folded into another computation must not have hooks that would then never run (torch has no public "has hooks").
@@ -86,6 +91,12 @@ def _pretrained_model() -> type:
     return PreTrainedModel
 
 
+def _dataset() -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_dict({"text": ["a"]})
+
+
 MEMBERS: tuple[Member, ...] = (
     Member("lightning", "Trainer", "_signal_connector", _trainer),
     Member("lightning", "Trainer._signal_connector", "received_sigterm", lambda: _trainer()._signal_connector),
@@ -102,6 +113,7 @@ MEMBERS: tuple[Member, ...] = (
     ),
     Member("transformers", "PretrainedConfig()", "_attn_implementation", _config),
     Member("transformers", "PreTrainedModel", "_supports_attention_backend", _pretrained_model),
+    Member("datasets", "Dataset()", "_fingerprint", lambda: _dataset()),
     Member("torch", "nn.Linear()", "_forward_hooks", lambda: nn.Linear(1, 1)),
     Member("torch", "nn.Linear()", "_forward_pre_hooks", lambda: nn.Linear(1, 1)),
     Member("torch", "torch.nn.modules.module", "_global_forward_hooks", lambda: nn.modules.module),
@@ -126,7 +138,7 @@ def missing_members() -> list[str]:
 
 def installed_versions() -> dict[str, str]:
     """The versions the members were looked up in, for messages."""
-    libraries = ("lightning", "jsonargparse", "transformers", "torch")
+    libraries = ("lightning", "jsonargparse", "transformers", "datasets", "torch")
     return {name: importlib.import_module(name).__version__ for name in libraries}
 
 
@@ -204,6 +216,11 @@ def version(tensor: torch.Tensor) -> int:
 def sparse_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row indices and row values of a sparse COO gradient, uncoalesced (rows may repeat)."""
     return grad._indices()[0], grad._values()
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """The hash `datasets` keys a dataset's cache files by."""
+    return dataset._fingerprint
 
 
 def attached_trainer(module: Any) -> Any:

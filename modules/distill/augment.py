@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from datasets import Dataset
 
+from modules import compat
+
 MASK_RATE = 0.1  # each word replaced by the mask token (dropped without one)
 NGRAM_RATE = 0.25  # then, single texts: only a random n-gram of the words kept
 LONGEST_NGRAM = 5
@@ -44,7 +46,7 @@ def augmented(rows: Dataset, text_columns: Sequence[str], copies: int, seed: int
         return out
 
     key = hashlib.sha256(
-        json.dumps([rows._fingerprint, list(text_columns), copies, seed, mask_token, VERSION]).encode()
+        json.dumps([compat.dataset_fingerprint(rows), list(text_columns), copies, seed, mask_token, VERSION]).encode()
     ).hexdigest()[:32]
     return rows.map(
         copy_rows,

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from modules import compat
 from modules.distill.teacher import LoadedTeacher, TeacherFile, load_teacher
 from modules.speedups import apply_for_inference, without_full_mask
 
@@ -53,11 +54,8 @@ def with_teacher_logits(
 
     `loaded` returns the teacher, loaded on first call: a cached column never loads it.
     """
-    key = hashlib.sha256(
-        json.dumps(
-            [tokenized._fingerprint, raw._fingerprint, offset, teacher.identity, columns, list(text_columns)]
-        ).encode()
-    ).hexdigest()[:32]
+    rows = [compat.dataset_fingerprint(tokenized), compat.dataset_fingerprint(raw), offset]
+    key = hashlib.sha256(json.dumps([*rows, teacher.identity, columns, list(text_columns)]).encode()).hexdigest()[:32]
 
     def add(batch: dict) -> dict:
         documents = np.asarray(batch["index"]) - offset
