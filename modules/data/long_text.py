@@ -1,9 +1,10 @@
 """Long documents: split each into overlapping windows of `max_length` tokens, and fold window logits back into one
 row of logits per document (mean; max for multi-label), so metrics and predictions count documents, not windows.
 
-The one home of window aggregation: evaluation (`documents_of_windows`), `predict`'s writer (`WindowTotals`, filled
-batch by batch) and the server (`aggregate_windows`) all fold windows here. Light on purpose (torch, transformers):
-the server imports it, so Lightning and datasets are imported only inside `warn_truncated`, which training calls.
+The one home of window aggregation: evaluation (`gather` in modules/decisions/outputs.py), `predict`'s writer
+(`WindowTotals`, filled batch by batch) and the server (`aggregate_windows`) all fold windows here. Light on purpose
+(torch, transformers): the server imports it, so Lightning and datasets are imported only inside `warn_truncated`,
+which training calls.
 """
 
 import numpy as np
@@ -138,31 +139,3 @@ def aggregate_windows(logits: torch.Tensor, document: torch.Tensor, multi_label:
     totals = WindowTotals(int(document.max()) + 1, multi_label)
     totals.add(logits, document)
     return totals.logits()
-
-
-def documents_of_windows(
-    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], multi_label: bool, world_size: int, rank: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-document logits and labels for this rank's share of the documents, from the `(index, logits, labels)` of
-    every evaluation batch of windows on every rank (a document's windows may be in several batches and on several
-    ranks). Each document goes to one rank (document number modulo `world_size`), so metrics synced across ranks count
-    it once. Collective under DDP: every rank must call it."""
-    if parts:
-        index, logits, labels = (torch.cat([p[i] for p in parts]) for i in range(3))
-    else:
-        index, logits, labels = torch.empty(0, dtype=torch.long), torch.empty(0), torch.empty(0)
-    if world_size > 1:
-        import torch.distributed as dist
-
-        gathered: list = [None] * world_size
-        dist.all_gather_object(gathered, (index, logits, labels))
-        gathered = [g for g in gathered if len(g[0])] or [(index, logits, labels)]
-        index, logits, labels = (torch.cat([g[i] for g in gathered]) for i in range(3))
-    if not len(index):  # no windows on any rank (an empty split): no documents, nothing to score
-        return logits, labels
-    documents, inverse = torch.unique(index, return_inverse=True)
-    per_document = aggregate_windows(logits, inverse, multi_label)
-    document_labels = torch.empty((len(documents), *labels.shape[1:]), dtype=labels.dtype)
-    document_labels[inverse] = labels
-    mine = torch.arange(len(documents)) % world_size == rank
-    return per_document[mine], document_labels[mine]

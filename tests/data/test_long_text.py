@@ -15,7 +15,6 @@ from modules.data.demo import long_reviews, write_reviews
 from modules.data.long_text import (
     WindowTotals,
     aggregate_windows,
-    documents_of_windows,
     encode_windows,
     truncated_share,
     warn_truncated,
@@ -146,28 +145,3 @@ def test_chunk_with_streaming_is_refused(tmp_path):
     with pytest.raises(HFLightningError, match="drop --data.streaming"):
         HFDataModule(data_files={"train": "a.csv", "validation": "b.csv"}, streaming=True, label_names=["a", "b"],
                      long_text="chunk")  # fmt: skip
-
-
-def test_documents_of_windows_split_across_batches_and_ranks(monkeypatch):
-    # Document 0 has windows on both ranks, in two batches; each rank scores its share of documents once.
-    logits = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0], [2.0, 2.0]])
-    rank_parts = {
-        0: [(torch.tensor([0]), logits[:1], torch.tensor([1])), (torch.tensor([2]), logits[2:3], torch.tensor([0]))],
-        1: [(torch.tensor([0, 1]), torch.stack([logits[1], logits[3]]), torch.tensor([1, 0]))],
-    }
-    gathered = [tuple(torch.cat([p[i] for p in parts]) for i in range(3)) for parts in rank_parts.values()]
-    monkeypatch.setattr(torch.distributed, "all_gather_object", lambda out, _: out.__setitem__(slice(None), gathered))
-    shares = {rank: documents_of_windows(parts, False, 2, rank) for rank, parts in rank_parts.items()}
-    assert torch.equal(shares[0][0], torch.tensor([[2.0, 1.0], [0.0, 5.0]]))  # documents 0 (mean of 2) and 2
-    assert torch.equal(shares[0][1], torch.tensor([1, 0]))
-    assert torch.equal(shares[1][0], torch.tensor([[2.0, 2.0]])) and torch.equal(shares[1][1], torch.tensor([0]))
-
-
-def test_documents_of_windows_of_an_empty_split(monkeypatch):
-    logits, labels = documents_of_windows([], False, 1, 0)
-    assert len(logits) == 0 and len(labels) == 0
-    empty = (torch.empty(0, dtype=torch.long), torch.empty(0), torch.empty(0))
-    gather = lambda out, _: out.__setitem__(slice(None), [empty] * 2)  # noqa: E731
-    monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
-    logits, labels = documents_of_windows([], False, 2, 1)  # no rank had a window
-    assert len(logits) == 0 and len(labels) == 0
