@@ -1,4 +1,7 @@
-"""Dynamic padding: each batch is padded to its own longest row, not to `max_length`."""
+"""Dynamic padding: each batch is padded to its own longest row, not to `max_length`; and `logits_by_length`, which
+scores texts in batches of similar length for the same reason."""
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -58,3 +61,27 @@ class PaddingCollator:
         if "teacher_logits" in rows[0]:  # distillation's soft targets (modules/distill)
             batch["teacher_logits"] = torch.from_numpy(np.array([row["teacher_logits"] for row in rows], np.float32))
         return batch
+
+
+def logits_by_length(
+    tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    logits_of: Callable[[dict[str, np.ndarray]], np.ndarray],
+    num_labels: int,
+    batch_size: int,
+    max_length: int | None = None,
+    keys: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Logits (rows x `num_labels`, float32) of `texts` (with their `pairs`), in input order, computed in batches of
+    rows of similar length so that little padding is computed: each batch, padded by `tokenizer` as numpy arrays
+    (its `keys` only, when given), goes to `logits_of`."""
+    encoded = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=max_length)
+    keys = [k for k in (keys or list(encoded.keys())) if k in encoded]
+    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+    out = np.empty((len(order), num_labels), np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = tokenizer.pad({k: [encoded[k][i] for i in rows] for k in keys}, return_tensors="np")
+        out[rows] = logits_of(dict(batch))
+    return out

@@ -12,3 +12,11 @@ PROBLEM_TYPES: dict[str, str] = {
     "regression": "regression",
 }
 TASKS = {problem_type: task for task, problem_type in PROBLEM_TYPES.items()}
+
+
+def task_of(problem_type: str | None, num_labels: int) -> str:
+    """The task of a Hugging Face config: its `problem_type`, else transformers' own rule (one output: regression,
+    more: single-label)."""
+    if problem_type:
+        return TASKS[problem_type]
+    return "regression" if num_labels == 1 else "single_label"

@@ -11,6 +11,7 @@ import torch
 from datasets import Dataset
 
 from modules import compat
+from modules.data.collate import logits_by_length
 from modules.distill.teacher import LoadedTeacher, TeacherFile, load_teacher
 from modules.speedups import apply_for_inference, without_full_mask
 
@@ -22,20 +23,16 @@ def scores(
 ) -> np.ndarray:
     """The teacher's logits (rows x its labels, float32) for `texts` (and their pairs), in input order; scored in
     batches of similar length so that little padding is computed."""
-    encoded = teacher.tokenizer(
-        list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=teacher.max_length
-    )
-    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-    out = np.empty((len(texts), teacher.model.config.num_labels), np.float32)
+
+    def forward(batch: dict[str, np.ndarray]) -> np.ndarray:
+        inputs = without_full_mask({k: torch.from_numpy(v).to(device) for k, v in batch.items()})
+        return teacher.model(**inputs).logits.float().cpu().numpy()
+
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = teacher.tokenizer.pad(
-                {k: [encoded[k][i] for i in rows] for k in teacher.input_names if k in encoded}, return_tensors="pt"
-            )
-            inputs = without_full_mask({k: v.to(device) for k, v in batch.items()})
-            out[rows] = teacher.model(**inputs).logits.float().cpu().numpy()
-    return out
+        return logits_by_length(
+            teacher.tokenizer, texts, pairs, forward, teacher.model.config.num_labels, batch_size,
+            teacher.max_length, teacher.input_names,
+        )  # fmt: skip
 
 
 def with_teacher_logits(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from modules.data.contract import clamp_max_length
 from modules.data.labels import LabelSpec
-from modules.data.tasks import TASKS
+from modules.data.tasks import TASKS, task_of
 from modules.errors import HFLightningError
 
 WHAT = "a run's checkpoint (.ckpt) or its Hugging Face export folder (logs/<name>/version_N/hf_model)"
@@ -78,18 +78,16 @@ def read_teacher_file(path: str | Path) -> TeacherFile:
     if not config_file.is_file():
         raise HFLightningError(f"--distill.teacher {path} is a folder without config.json: pass {WHAT}.")
     config = json.loads(config_file.read_text())
-    if not config.get("architectures") or not any(
-        a.endswith("ForSequenceClassification") for a in config.get("architectures", [])
-    ):
+    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
         raise HFLightningError(
             f"--distill.teacher {path} is not a sequence classifier ({config.get('architectures')}): pass {WHAT}."
         )
     num_labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
-    problem_type = config.get("problem_type") or ("regression" if num_labels == 1 else "single_label_classification")
     id2label = config.get("id2label") or {str(i): f"LABEL_{i}" for i in range(num_labels)}
     labels = tuple(id2label[key] for key in sorted(id2label, key=int))
     weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return TeacherFile(path, TASKS[problem_type], labels, _identity(path, weights + [config_file]))
+    task = task_of(config.get("problem_type"), num_labels)
+    return TeacherFile(path, task, labels, _identity(path, weights + [config_file]))
 
 
 def _identity(path: Path, files: list[Path]) -> str:

@@ -23,6 +23,8 @@ def int8_check(model_dir: str | Path, texts: Sequence[str], pairs: Sequence[str]
     `exact_enough` (int8 within `TOLERANCE` of fp32). Writes it into config.json and returns it."""
     from transformers import AutoConfig, AutoTokenizer
 
+    from modules.data.collate import logits_by_length
+    from modules.data.tasks import task_of
     from modules.decisions.record import DecisionRule
     from modules.decisions.thresholds import f1_scores, predicted
     from modules.model.loss import task_outputs
@@ -30,21 +32,15 @@ def int8_check(model_dir: str | Path, texts: Sequence[str], pairs: Sequence[str]
 
     model_dir = Path(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
-    task = {"multi_label_classification": "multi_label"}.get(config.problem_type, "single_label")
+    task = task_of(config.problem_type, config.num_labels)
     names = [config.id2label[i] for i in range(config.num_labels)]
     rule = DecisionRule.from_config(config)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    encoded = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True)
-    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
     gold = torch.as_tensor(np.asarray(labels))
     decisions = {}
     for name, quantized in (("fp32", False), ("int8", True)):
         session = OnnxLogits(model_dir, quantized=quantized)
-        logits = np.empty((len(order), config.num_labels), np.float32)
-        for start in range(0, len(order), 32):
-            rows = order[start : start + 32]
-            batch = tokenizer.pad({k: [encoded[k][i] for i in rows] for k in encoded}, return_tensors="np")
-            logits[rows] = session(batch)
+        logits = logits_by_length(tokenizer, texts, pairs, session, config.num_labels, 32)
         decisions[name] = predicted(task, task_outputs(task, torch.from_numpy(logits)), rule, names)
     if task == "multi_label":
         metric = "micro_f1"
@@ -56,7 +52,7 @@ def int8_check(model_dir: str | Path, texts: Sequence[str], pairs: Sequence[str]
         agreement = float((decisions["fp32"] == decisions["int8"]).float().mean())
     check = {
         "split": split,
-        "rows": len(order),
+        "rows": len(gold),
         "metric": metric,
         "fp32": round(values["fp32"], 6),
         "int8": round(values["int8"], 6),

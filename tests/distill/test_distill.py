@@ -169,3 +169,15 @@ def _jsonl(folder: Path, texts: list[str]) -> Path:
     path = folder / "texts.jsonl"
     path.write_text("".join(json.dumps({"text": t, "label": 0}) + "\n" for t in texts))
     return path
+
+
+def test_an_export_without_problem_type_takes_transformers_rule(tmp_path):
+    # One output and no `problem_type` is regression for transformers; more outputs, single-label.
+    for num_labels, task in ((1, "regression"), (3, "single_label")):
+        folder = tmp_path / f"head{num_labels}"
+        folder.mkdir()
+        id2label = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+        config = {"model_type": "bert", "architectures": ["BertForSequenceClassification"], "id2label": id2label}
+        (folder / "config.json").write_text(json.dumps(config))
+        teacher = read_teacher_file(folder)
+        assert (teacher.task, teacher.labels) == (task, tuple(id2label.values()))
